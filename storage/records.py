@@ -1,0 +1,118 @@
+"""Plain data that crosses the store's boundary.
+
+Callers never see ORM objects: they hand the store these dataclasses and get
+them back, so sessions stay inside `CassetteStore`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+Headers = list[tuple[str, str]]
+
+
+class Kind(str, enum.Enum):
+    """Which leg of the conversation an interaction belongs to."""
+
+    WEBHOOK = "webhook"  # Meta -> bot
+    GRAPH = "graph"  # bot -> Graph API
+    MEDIA = "media"  # bot -> media host
+
+
+class Source(str, enum.Enum):
+    """Where a cassette's traffic came from."""
+
+    META = "meta"
+    SANDBOX = "sandbox"
+    IMPORTED = "imported"
+    MUTATED = "mutated"
+
+
+@dataclass(frozen=True)
+class CassetteInfo:
+    """A cassette's metadata with counts of what it holds."""
+
+    name: str
+    created_at: datetime
+    source: str
+    notes: str
+    graph_api_version: str | None
+    phone_number_ids: tuple[str, ...]
+    interaction_count: int = 0
+    event_count: int = 0
+    media_count: int = 0
+
+
+@dataclass(frozen=True)
+class EventData:
+    """One message, status or error inside a webhook body, as indexed for look-up."""
+
+    wamid: str | None
+    category: str  # "message" | "status" | "error"
+    type: str | None  # message type, status value, or error code
+    sender: str | None = None  # `from` for messages
+    recipient: str | None = None  # `recipient_id` for statuses
+    media_id: str | None = None
+    media_sha256: str | None = None  # as the webhook announced it (base64, Meta's form)
+    timestamp: str | None = None
+    position: int = 0  # order inside the webhook body
+
+
+@dataclass(frozen=True)
+class Event(EventData):
+    """An indexed event as stored, with the interaction it came from."""
+
+    interaction_seq: int = 0
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One HTTP exchange: request, then a response or an error, with wall-clock times."""
+
+    kind: Kind | str
+    method: str
+    url: str
+    request_headers: Headers = field(default_factory=list)
+    request_body: bytes = b""
+    response_status: int | None = None
+    response_headers: Headers = field(default_factory=list)
+    response_body: bytes = b""
+    error: str | None = None
+    started_at: float = 0.0  # seconds since the epoch
+    finished_at: float = 0.0
+    annotations: dict[str, str] = field(default_factory=dict)
+    seq: int = -1  # assigned by the store: position in the cassette, from 0
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.finished_at - self.started_at)
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What the store knows of a blob, without its bytes."""
+
+    sha256: str  # lowercase hex
+    mime_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class MediaLinkInfo:
+    """A media id of a cassette pointing at a blob."""
+
+    media_id: str
+    sha256: str
+    mime_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One operation applied to a cassette (recording, import, mutation)."""
+
+    at: datetime
+    operation: str
+    arguments: dict[str, object]

@@ -1,0 +1,743 @@
+"""`CassetteStore`: the only code that opens database sessions.
+
+Opening a store validates the URL, refuses files that are not ours, and
+migrates the schema to head with the packaged Alembic revisions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from datetime import timezone
+from pathlib import Path
+from typing import Any
+from typing import BinaryIO
+
+from sqlalchemy import Engine
+from sqlalchemy import create_engine
+from sqlalchemy import delete
+from sqlalchemy import event as sa_event
+from sqlalchemy import func
+from sqlalchemy import inspect
+from sqlalchemy import literal
+from sqlalchemy import select
+from sqlalchemy import update
+from sqlalchemy.engine import URL
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import NoSuchModuleError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm import aliased
+from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import NullPool
+
+from . import migrate
+from . import models as m
+from .errors import CassetteExists
+from .errors import CassetteNotFound
+from .errors import DatabaseUnavailable
+from .errors import MediaNotFound
+from .errors import StoreError
+from .records import CassetteInfo
+from .records import Event
+from .records import EventData
+from .records import Exchange
+from .records import HistoryEntry
+from .records import MediaInfo
+from .records import MediaLinkInfo
+
+DEFAULT_URL = "sqlite:///cassettes/pseudowa.db"
+ENV_VAR = "PSEUDOWA_DB"
+CHUNK_SIZE = 1 << 20
+SQLITE_MAGIC = b"SQLite format 3\x00"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_PAGE = 64
+
+ExchangeWithEvents = tuple[Exchange, Sequence[EventData]]
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The store URL to use: the explicit one, else $PSEUDOWA_DB, else the default."""
+    return url or os.environ.get(ENV_VAR) or DEFAULT_URL
+
+
+def describe_url(url: URL) -> str:
+    """The URL with any password hidden, for messages."""
+    return url.render_as_string(hide_password=True)
+
+
+def validate_name(name: str) -> str:
+    """Cassette names become directory names on export, so keep them path-safe."""
+    if not _NAME_RE.match(name):
+        raise StoreError(
+            f"invalid cassette name {name!r}: use letters, digits, '.', '_' or '-' "
+            "(starting with a letter or digit, at most 200 characters)"
+        )
+    return name
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+def _parse_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as e:
+        raise DatabaseUnavailable(
+            f"malformed database URL {url!r}: expected e.g. sqlite:///path/to/store.db "
+            "or postgresql://user@host:5432/dbname"
+        ) from e
+    if parsed.drivername in ("postgresql", "postgres"):
+        # One driver for PostgreSQL, the one we install and test.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _check_sqlite_file(url: URL) -> None:
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.is_dir():
+        raise DatabaseUnavailable(f"{path} is a directory, not a SQLite database file")
+    if path.exists():
+        try:
+            with path.open("rb") as fh:
+                header = fh.read(len(SQLITE_MAGIC))
+        except OSError as e:
+            raise DatabaseUnavailable(f"cannot read {path}: {e.strerror}") from e
+        if header and header != SQLITE_MAGIC:
+            raise DatabaseUnavailable(
+                f"{path} is not a SQLite database; pseudowa left it untouched"
+            )
+    else:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DatabaseUnavailable(f"cannot create {path.parent}: {e.strerror}") from e
+
+
+def _sqlite_pragmas(foreign_keys: bool) -> Any:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+        finally:
+            cur.close()
+
+    return on_connect
+
+
+def make_engine(url: URL, *, foreign_keys: bool = True, pooled: bool = True) -> Engine:
+    """An engine with the store's connection settings (SQLite: WAL, FKs, busy timeout)."""
+    kwargs: dict[str, Any] = {}
+    if not pooled:
+        kwargs["poolclass"] = NullPool
+    if url.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    else:
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = create_engine(url, **kwargs)
+    except NoSuchModuleError as e:
+        raise DatabaseUnavailable(
+            f"unsupported database URL scheme {url.drivername!r}: use sqlite:/// or postgresql://"
+        ) from e
+    except ArgumentError as e:
+        raise DatabaseUnavailable(f"invalid database URL {describe_url(url)!r}: {e}") from e
+    if url.get_backend_name() == "sqlite":
+        sa_event.listen(engine, "connect", _sqlite_pragmas(foreign_keys))
+    return engine
+
+
+def _aware(dt: datetime) -> datetime:
+    # SQLite hands back naive datetimes; they were written in UTC.
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _exchange(row: m.Interaction) -> Exchange:
+    return Exchange(
+        kind=row.kind,
+        method=row.method,
+        url=row.url,
+        request_headers=[(k, v) for k, v in row.request_headers],
+        request_body=bytes(row.request_body or b""),
+        response_status=row.response_status,
+        response_headers=[(k, v) for k, v in row.response_headers],
+        response_body=bytes(row.response_body or b""),
+        error=row.error,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        annotations=dict(row.annotations or {}),
+        seq=row.seq,
+    )
+
+
+class CassetteStore:
+    """Cassettes, their interactions, indexed events and media blobs in one database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str | None = None, *, upgrade: bool = True) -> CassetteStore:
+        """Open the store at `url` (default: $PSEUDOWA_DB or sqlite:///cassettes/pseudowa.db).
+
+        With `upgrade` the schema is migrated to head first. Raises
+        `DatabaseUnavailable` for a bad URL, a file that is not SQLite, a
+        database of another application or a server that refuses.
+        """
+        parsed = _parse_url(resolve_url(url))
+        if parsed.get_backend_name() == "sqlite":
+            _check_sqlite_file(parsed)
+        engine = make_engine(parsed)
+        try:
+            cls._check_reachable(engine)
+            migrate.check_ownership(engine)
+            if upgrade:
+                migrate.upgrade(parsed, engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    @staticmethod
+    def _check_reachable(engine: Engine) -> None:
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except DBAPIError as e:
+            where = describe_url(engine.url)
+            raise DatabaseUnavailable(f"cannot open database {where}: {_first_line(e)}") from e
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> CassetteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        return describe_url(self.engine.url)
+
+    def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at (None when never migrated)."""
+        return migrate.current(self.engine)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except StoreError:
+            raise
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as e:
+            raise StoreError(f"database error on {self.url}: {_first_line(e)}") from e
+
+    # -- cassettes -----------------------------------------------------------------
+
+    def _cassette_row(self, session: Session, name: str) -> m.Cassette:
+        row = session.scalar(select(m.Cassette).where(m.Cassette.name == name))
+        if row is None:
+            raise CassetteNotFound(name, session.scalars(select(m.Cassette.name)).all())
+        return row
+
+    def _cassette_id(self, session: Session, name: str) -> int:
+        return self._cassette_row(session, name).id
+
+    def _info(self, session: Session, row: m.Cassette) -> CassetteInfo:
+        def count(model: Any) -> int:
+            return session.scalar(
+                select(func.count()).select_from(model).where(model.cassette_id == row.id)
+            ) or 0
+
+        return CassetteInfo(
+            name=row.name,
+            created_at=_aware(row.created_at),
+            source=row.source,
+            notes=row.notes,
+            graph_api_version=row.graph_api_version,
+            phone_number_ids=tuple(row.phone_number_ids or ()),
+            interaction_count=count(m.Interaction),
+            event_count=count(m.Event),
+            media_count=count(m.MediaLink),
+        )
+
+    def create_cassette(
+        self,
+        name: str,
+        *,
+        source: str = "meta",
+        notes: str = "",
+        graph_api_version: str | None = None,
+        phone_number_ids: Sequence[str] = (),
+    ) -> CassetteInfo:
+        """Create an empty cassette; `CassetteExists` if the name is taken."""
+        validate_name(name)
+        try:
+            with self._session() as s:
+                row = m.Cassette(
+                    name=name,
+                    source=str(source),
+                    notes=notes,
+                    graph_api_version=graph_api_version,
+                    phone_number_ids=list(phone_number_ids),
+                )
+                s.add(row)
+                s.flush()
+                return self._info(s, row)
+        except IntegrityError as e:
+            raise CassetteExists(name) from e
+
+    def update_cassette(
+        self,
+        name: str,
+        *,
+        source: str | None = None,
+        notes: str | None = None,
+        graph_api_version: str | None = None,
+        phone_number_ids: Sequence[str] | None = None,
+    ) -> CassetteInfo:
+        """Change a cassette's metadata; arguments left as None are kept."""
+        with self._session() as s:
+            row = self._cassette_row(s, name)
+            if source is not None:
+                row.source = str(source)
+            if notes is not None:
+                row.notes = notes
+            if graph_api_version is not None:
+                row.graph_api_version = graph_api_version
+            if phone_number_ids is not None:
+                row.phone_number_ids = sorted(set(phone_number_ids))
+            s.flush()
+            return self._info(s, row)
+
+    def list_cassettes(self) -> list[CassetteInfo]:
+        """All cassettes, by name."""
+        with self._session() as s:
+            rows = s.scalars(select(m.Cassette).order_by(m.Cassette.name)).all()
+            return [self._info(s, r) for r in rows]
+
+    def get_cassette(self, name: str) -> CassetteInfo:
+        """One cassette's metadata; `CassetteNotFound` names the closest existing ones."""
+        with self._session() as s:
+            return self._info(s, self._cassette_row(s, name))
+
+    def exists(self, name: str) -> bool:
+        with self._session() as s:
+            return s.scalar(select(m.Cassette.id).where(m.Cassette.name == name)) is not None
+
+    def delete_cassette(self, name: str) -> None:
+        """Delete a cassette with everything it owns; blobs nobody links to go too."""
+        with self._session() as s:
+            cid = self._cassette_id(s, name)
+            # Explicit deletes rather than relying on ON DELETE CASCADE alone, so a
+            # connection without foreign keys enforced cannot leave orphans.
+            for model in (m.Event, m.MediaLink, m.History, m.Interaction):
+                s.execute(delete(model).where(model.cassette_id == cid))
+            s.execute(delete(m.Cassette).where(m.Cassette.id == cid))
+            self._collect_garbage(s)
+
+    def _collect_garbage(self, s: Session) -> None:
+        linked = select(m.MediaLink.sha256)
+        orphans = select(m.MediaBlob.sha256).where(m.MediaBlob.sha256.not_in(linked))
+        s.execute(delete(m.MediaChunk).where(m.MediaChunk.sha256.in_(orphans)))
+        s.execute(delete(m.MediaBlob).where(m.MediaBlob.sha256.not_in(linked)))
+
+    def copy_cassette(self, src: str, dst: str, *, source: str | None = None) -> CassetteInfo:
+        """Copy cassette `src` to a new cassette `dst`, in the database, without loading bodies."""
+        validate_name(dst)
+        try:
+            with self._session() as s:
+                old = self._cassette_row(s, src)
+                new = m.Cassette(
+                    name=dst,
+                    source=source or old.source,
+                    notes=old.notes,
+                    graph_api_version=old.graph_api_version,
+                    phone_number_ids=list(old.phone_number_ids or ()),
+                )
+                s.add(new)
+                s.flush()
+                self._copy_rows(s, old.id, new.id)
+                s.add(m.History(cassette_id=new.id, operation="copy", arguments={"from": src}))
+                s.flush()
+                return self._info(s, new)
+        except IntegrityError as e:
+            raise CassetteExists(dst) from e
+
+    def _copy_rows(self, s: Session, old_id: int, new_id: int) -> None:
+        icols = [
+            c.key for c in m.Interaction.__table__.columns if c.key not in ("id", "cassette_id")
+        ]
+        s.execute(
+            m.Interaction.__table__.insert().from_select(
+                ["cassette_id", *icols],
+                select(literal(new_id), *[m.Interaction.__table__.c[c] for c in icols]).where(
+                    m.Interaction.cassette_id == old_id
+                ),
+            )
+        )
+        old_i = aliased(m.Interaction)
+        new_i = aliased(m.Interaction)
+        ecols = [
+            c.key
+            for c in m.Event.__table__.columns
+            if c.key not in ("id", "cassette_id", "interaction_id")
+        ]
+        s.execute(
+            m.Event.__table__.insert().from_select(
+                ["cassette_id", "interaction_id", *ecols],
+                select(literal(new_id), new_i.id, *[m.Event.__table__.c[c] for c in ecols])
+                .join(old_i, old_i.id == m.Event.interaction_id)
+                .join(new_i, (new_i.cassette_id == new_id) & (new_i.seq == old_i.seq))
+                .where(m.Event.cassette_id == old_id),
+            )
+        )
+        for model, cols in (
+            (m.MediaLink, ["media_id", "sha256", "mime_type"]),
+            (m.History, ["at", "operation", "arguments"]),
+        ):
+            table = model.__table__
+            s.execute(
+                table.insert().from_select(
+                    ["cassette_id", *cols],
+                    select(literal(new_id), *[table.c[c] for c in cols]).where(
+                        table.c.cassette_id == old_id
+                    ),
+                )
+            )
+
+    # -- interactions ------------------------------------------------------------------
+
+    def append(self, name: str, exchange: Exchange, events: Sequence[EventData] = ()) -> int:
+        """Append one exchange (and the events its webhook body holds); returns its seq."""
+        return self.append_many(name, [(exchange, events)])[0]
+
+    def append_many(
+        self, name: str, items: Iterable[Exchange | ExchangeWithEvents], *, batch: int = 200
+    ) -> list[int]:
+        """Append exchanges in order, committing every `batch`; returns their seqs."""
+        seqs: list[int] = []
+        pending: list[ExchangeWithEvents] = []
+        for item in items:
+            pending.append(item if isinstance(item, tuple) else (item, ()))
+            if len(pending) >= batch:
+                seqs.extend(self._append_batch(name, pending))
+                pending = []
+        if pending:
+            seqs.extend(self._append_batch(name, pending))
+        return seqs
+
+    def _append_batch(self, name: str, items: Sequence[ExchangeWithEvents]) -> list[int]:
+        with self._session() as s:
+            cid = self._cassette_id(s, name)
+            last = s.scalar(
+                select(func.max(m.Interaction.seq)).where(m.Interaction.cassette_id == cid)
+            )
+            seq = -1 if last is None else last
+            seqs = []
+            for exchange, events in items:
+                seq += 1
+                row = m.Interaction(
+                    cassette_id=cid,
+                    seq=seq,
+                    kind=str(getattr(exchange.kind, "value", exchange.kind)),
+                    method=exchange.method,
+                    url=exchange.url,
+                    request_headers=[list(h) for h in exchange.request_headers],
+                    request_body=exchange.request_body,
+                    response_status=exchange.response_status,
+                    response_headers=[list(h) for h in exchange.response_headers],
+                    response_body=exchange.response_body,
+                    error=exchange.error,
+                    started_at=exchange.started_at,
+                    finished_at=exchange.finished_at,
+                    annotations=dict(exchange.annotations),
+                )
+                s.add(row)
+                if events:
+                    s.flush()
+                    s.add_all(self._event_rows(cid, row.id, events))
+                seqs.append(seq)
+            return seqs
+
+    @staticmethod
+    def _event_rows(cid: int, interaction_id: int, events: Sequence[EventData]) -> list[m.Event]:
+        return [
+            m.Event(
+                cassette_id=cid,
+                interaction_id=interaction_id,
+                position=ev.position,
+                category=ev.category,
+                wamid=ev.wamid,
+                type=ev.type,
+                sender=ev.sender,
+                recipient=ev.recipient,
+                media_id=ev.media_id,
+                media_sha256=ev.media_sha256,
+                timestamp=ev.timestamp,
+            )
+            for ev in events
+        ]
+
+    def interactions(self, name: str, kinds: Iterable[str] | None = None) -> Iterator[Exchange]:
+        """Iterate a cassette's exchanges in order, a page at a time (bounded memory)."""
+        kind_list = [str(getattr(k, "value", k)) for k in kinds] if kinds is not None else None
+        with self._session() as s:
+            cid = self._cassette_id(s, name)
+        after = -1
+        while True:
+            with self._session() as s:
+                q = (
+                    select(m.Interaction)
+                    .where(m.Interaction.cassette_id == cid, m.Interaction.seq > after)
+                    .order_by(m.Interaction.seq)
+                    .limit(_PAGE)
+                )
+                if kind_list is not None:
+                    q = q.where(m.Interaction.kind.in_(kind_list))
+                page = [_exchange(r) for r in s.scalars(q)]
+            if not page:
+                return
+            yield from page
+            after = page[-1].seq
+
+    def interaction(self, name: str, seq: int) -> Exchange:
+        """One exchange by its position in the cassette."""
+        with self._session() as s:
+            cid = self._cassette_id(s, name)
+            row = s.scalar(
+                select(m.Interaction).where(
+                    m.Interaction.cassette_id == cid, m.Interaction.seq == seq
+                )
+            )
+            if row is None:
+                raise StoreError(f"cassette {name!r} has no interaction #{seq}")
+            return _exchange(row)
+
+    def replace_interactions(
+        self, name: str, items: Iterable[Exchange | ExchangeWithEvents]
+    ) -> None:
+        """Swap a cassette's exchanges and events for new ones, renumbered from 0."""
+        with self._session() as s:
+            cid = self._cassette_id(s, name)
+            s.execute(delete(m.Event).where(m.Event.cassette_id == cid))
+            s.execute(delete(m.Interaction).where(m.Interaction.cassette_id == cid))
+        self.append_many(name, items)
+
+    # -- events ------------------------------------------------------------------------
+
+    def events(
+        self,
+        name: str,
+        *,
+        wamid: str | None = None,
+        type: str | None = None,
+        sender: str | None = None,
+        media_id: str | None = None,
+        category: str | None = None,
+    ) -> list[Event]:
+        """Indexed events of a cassette, in delivery order, filtered by any of the fields."""
+        with self._session() as s:
+            cid = self._cassette_id(s, name)
+            q = (
+                select(m.Event, m.Interaction.seq)
+                .join(m.Interaction, m.Interaction.id == m.Event.interaction_id)
+                .where(m.Event.cassette_id == cid)
+                .order_by(m.Interaction.seq, m.Event.position)
+            )
+            for column, value in (
+                (m.Event.wamid, wamid),
+                (m.Event.type, type),
+                (m.Event.sender, sender),
+                (m.Event.media_id, media_id),
+                (m.Event.category, category),
+            ):
+                if value is not None:
+                    q = q.where(column == value)
+            return [
+                Event(
+                    wamid=e.wamid,
+                    category=e.category,
+                    type=e.type,
+                    sender=e.sender,
+                    recipient=e.recipient,
+                    media_id=e.media_id,
+                    media_sha256=e.media_sha256,
+                    timestamp=e.timestamp,
+                    position=e.position,
+                    interaction_seq=seq,
+                )
+                for e, seq in s.execute(q)
+            ]
+
+    # -- media -------------------------------------------------------------------------
+
+    def put_media(self, data: bytes | BinaryIO | Path, mime_type: str) -> MediaInfo:
+        """Store bytes once per sha256 and return the blob's info (existing or new)."""
+        if isinstance(data, Path):
+            with data.open("rb") as fh:
+                return self.put_media(fh, mime_type)
+        stream: BinaryIO = io.BytesIO(data) if isinstance(data, bytes) else data
+        start = stream.tell()
+        digest = hashlib.sha256()
+        size = 0
+        while chunk := stream.read(CHUNK_SIZE):
+            digest.update(chunk)
+            size += len(chunk)
+        sha = digest.hexdigest()
+        with self._session() as s:
+            existing = s.get(m.MediaBlob, sha)
+            if existing is not None:
+                return MediaInfo(sha, existing.mime_type, existing.size)
+            s.add(m.MediaBlob(sha256=sha, mime_type=mime_type, size=size))
+            s.flush()
+            stream.seek(start)
+            seq = 0
+            while chunk := stream.read(CHUNK_SIZE):
+                s.add(m.MediaChunk(sha256=sha, seq=seq, data=chunk))
+                s.flush()
+                s.expunge_all()
+                seq += 1
+        return MediaInfo(sha, mime_type, size)
+
+    def media_info(self, sha256: str) -> MediaInfo | None:
+        with self._session() as s:
+            row = s.get(m.MediaBlob, sha256)
+            return None if row is None else MediaInfo(row.sha256, row.mime_type, row.size)
+
+    def link_media(
+        self, name: str, media_id: str, sha256: str, mime_type: str | None = None
+    ) -> MediaLinkInfo:
+        """Point `media_id` of a cassette at a stored blob (re-pointing an existing link)."""
+        with self._session() as s:
+            cid = self._cassette_id(s, name)
+            blob = s.get(m.MediaBlob, sha256)
+            if blob is None:
+                raise StoreError(f"no media blob with sha256 {sha256}")
+            mime = mime_type or blob.mime_type
+            link = s.scalar(
+                select(m.MediaLink).where(
+                    m.MediaLink.cassette_id == cid, m.MediaLink.media_id == media_id
+                )
+            )
+            if link is None:
+                s.add(m.MediaLink(cassette_id=cid, media_id=media_id, sha256=sha256, mime_type=mime))
+            else:
+                link.sha256, link.mime_type = sha256, mime
+            s.flush()
+            self._collect_garbage(s)
+            return MediaLinkInfo(media_id, sha256, mime, blob.size)
+
+    def unlink_media(self, name: str, media_id: str) -> None:
+        """Forget a media id (the blob goes too when nothing else links to it)."""
+        with self._session() as s:
+            cid = self._cassette_id(s, name)
+            gone = s.execute(
+                delete(m.MediaLink).where(
+                    m.MediaLink.cassette_id == cid, m.MediaLink.media_id == media_id
+                )
+            )
+            if not getattr(gone, "rowcount", 1):
+                raise MediaNotFound(name, media_id)
+            self._collect_garbage(s)
+
+    def media(self, name: str, media_id: str) -> MediaLinkInfo:
+        """What a cassette's media id points at; `MediaNotFound` if nothing."""
+        with self._session() as s:
+            cid = self._cassette_id(s, name)
+            row = s.execute(
+                select(m.MediaLink, m.MediaBlob.size)
+                .join(m.MediaBlob, m.MediaBlob.sha256 == m.MediaLink.sha256)
+                .where(m.MediaLink.cassette_id == cid, m.MediaLink.media_id == media_id)
+            ).first()
+            if row is None:
+                raise MediaNotFound(name, media_id)
+            link, size = row
+            return MediaLinkInfo(link.media_id, link.sha256, link.mime_type, size)
+
+    def list_media(self, name: str) -> list[MediaLinkInfo]:
+        with self._session() as s:
+            cid = self._cassette_id(s, name)
+            rows = s.execute(
+                select(m.MediaLink, m.MediaBlob.size)
+                .join(m.MediaBlob, m.MediaBlob.sha256 == m.MediaLink.sha256)
+                .where(m.MediaLink.cassette_id == cid)
+                .order_by(m.MediaLink.media_id)
+            ).all()
+            return [MediaLinkInfo(l.media_id, l.sha256, l.mime_type, size) for l, size in rows]
+
+    def media_chunks(self, sha256: str) -> Iterator[bytes]:
+        """A blob's bytes, one chunk per query, so memory stays at one chunk."""
+        seq = 0
+        while True:
+            with self._session() as s:
+                data = s.scalar(
+                    select(m.MediaChunk.data).where(
+                        m.MediaChunk.sha256 == sha256, m.MediaChunk.seq == seq
+                    )
+                )
+            if data is None:
+                return
+            yield bytes(data)
+            seq += 1
+
+    def read_media(self, sha256: str) -> bytes:
+        """A blob's bytes in one piece (small media; use `media_chunks` for large)."""
+        return b"".join(self.media_chunks(sha256))
+
+    # -- history -----------------------------------------------------------------------
+
+    def add_history(self, name: str, operation: str, arguments: dict[str, Any]) -> None:
+        """Record an operation applied to the cassette (mutation, import, recording)."""
+        with self._session() as s:
+            cid = self._cassette_id(s, name)
+            s.add(m.History(cassette_id=cid, operation=operation, arguments=arguments))
+
+    def history(self, name: str) -> list[HistoryEntry]:
+        with self._session() as s:
+            cid = self._cassette_id(s, name)
+            rows = s.scalars(
+                select(m.History).where(m.History.cassette_id == cid).order_by(m.History.id)
+            ).all()
+            return [HistoryEntry(_aware(r.at), r.operation, dict(r.arguments)) for r in rows]
+
+    def rename_cassette(self, name: str, new_name: str) -> None:
+        validate_name(new_name)
+        try:
+            with self._session() as s:
+                cid = self._cassette_id(s, name)
+                s.execute(update(m.Cassette).where(m.Cassette.id == cid).values(name=new_name))
+        except IntegrityError as e:
+            raise CassetteExists(new_name) from e
+
+
+def table_names(engine: Engine) -> list[str]:
+    """Tables present in the database (used to refuse databases of other applications)."""
+    return inspect(engine).get_table_names()
