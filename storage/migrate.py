@@ -47,7 +47,7 @@ def current(engine: Engine) -> str | None:
 
 
 def check_ownership(engine: Engine) -> None:
-    """Refuse a SQLite file that holds another application's tables.
+    """Refuse a database that holds another application's tables.
 
     A PostgreSQL database may be shared with other schemas' tables, but not with
     tables named like ours that Alembic did not create.
@@ -56,11 +56,16 @@ def check_ownership(engine: Engine) -> None:
         tables = set(inspect(engine).get_table_names())
     except SQLAlchemyError as e:
         raise DatabaseUnavailable(f"cannot read the schema of {engine.url!r}: {e}") from e
+    is_sqlite = engine.url.get_backend_name() == "sqlite"
+    where = str(engine.url.database) if is_sqlite else str(engine.url)
+    check_tables(tables, where, whole_file=is_sqlite)
+
+
+def check_tables(tables: set[str], where: str, *, whole_file: bool) -> None:
+    """Raise unless `tables` are empty, ours, or (not `whole_file`) free of our names."""
     if not tables or VERSION_TABLE in tables:
         return
-    ours = set(Base.metadata.tables)
-    if engine.url.get_backend_name() == "sqlite" or tables & ours:
-        where = engine.url.database if engine.url.get_backend_name() == "sqlite" else engine.url
+    if whole_file or tables & set(Base.metadata.tables):
         listed = ", ".join(sorted(tables)[:5])
         raise DatabaseUnavailable(
             f"{where} holds tables pseudowa did not create ({listed}); "

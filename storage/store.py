@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import re
+import sqlite3
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Sequence
@@ -104,6 +105,12 @@ def _parse_url(url: str) -> URL:
     if parsed.drivername in ("postgresql", "postgres"):
         # One driver for PostgreSQL, the one we install and test.
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        # Other backends are untested and their drivers are not installed.
+        raise DatabaseUnavailable(
+            f"unsupported database {parsed.get_backend_name()!r} in {describe_url(parsed)!r}: "
+            "use sqlite:///path/to/store.db or postgresql://user@host:5432/dbname"
+        )
     return parsed
 
 
@@ -124,11 +131,27 @@ def _check_sqlite_file(url: URL) -> None:
             raise DatabaseUnavailable(
                 f"{path} is not a SQLite database; pseudowa left it untouched"
             )
+        if header:
+            # Checked read-only before our engine connects: its WAL pragma would
+            # already rewrite the header of another application's file.
+            migrate.check_tables(_sqlite_tables(path), str(path), whole_file=True)
     else:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise DatabaseUnavailable(f"cannot create {path.parent}: {e.strerror}") from e
+
+
+def _sqlite_tables(path: Path) -> set[str]:
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        raise DatabaseUnavailable(f"cannot read {path} as a SQLite database: {e}") from e
+    return {name for (name,) in rows}
 
 
 def _sqlite_pragmas(foreign_keys: bool) -> Any:
