@@ -94,12 +94,19 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(orig).__name__
 
 
+_PASSWORD_RE = re.compile(r"(://[^:/@]*:).*@")  # greedy: a password may hold "@"
+
+
 def _parse_url(url: str) -> URL:
     try:
         parsed = make_url(url)
-    except ArgumentError as e:
+    except (ArgumentError, ValueError) as e:
+        # ValueError: SQLAlchemy parses the port with int(), so a typo there
+        # ("host:54x2") is not an ArgumentError. The URL could not be parsed,
+        # so hide its password by hand before echoing it.
+        shown = _PASSWORD_RE.sub(r"\1***@", url)
         raise DatabaseUnavailable(
-            f"malformed database URL {url!r}: expected e.g. sqlite:///path/to/store.db "
+            f"malformed database URL {shown!r}: expected e.g. sqlite:///path/to/store.db "
             "or postgresql://user@host:5432/dbname"
         ) from e
     if parsed.drivername in ("postgresql", "postgres"):
@@ -379,18 +386,36 @@ class CassetteStore:
         """Delete a cassette with everything it owns; blobs nobody links to go too."""
         with self._session() as s:
             cid = self._cassette_id(s, name)
+            unlinked = s.scalars(
+                select(m.MediaLink.sha256).where(m.MediaLink.cassette_id == cid).distinct()
+            ).all()
             # Explicit deletes rather than relying on ON DELETE CASCADE alone, so a
             # connection without foreign keys enforced cannot leave orphans.
             for model in (m.Event, m.MediaLink, m.History, m.Interaction):
                 s.execute(delete(model).where(model.cassette_id == cid))
             s.execute(delete(m.Cassette).where(m.Cassette.id == cid))
-            self._collect_garbage(s)
+            self._collect_garbage(s, unlinked)
 
-    def _collect_garbage(self, s: Session) -> None:
+    def _collect_garbage(self, s: Session, candidates: Iterable[str]) -> None:
+        """Delete those of `candidates` (blobs that just lost a link) nobody links to.
+
+        Only blobs that lost a link are considered: a blob stored with
+        `put_media` and not linked yet (an import stores every file before
+        linking any) must not be collected by an unrelated link or delete.
+        """
+        shas = sorted(set(candidates))
         linked = select(m.MediaLink.sha256)
-        orphans = select(m.MediaBlob.sha256).where(m.MediaBlob.sha256.not_in(linked))
-        s.execute(delete(m.MediaChunk).where(m.MediaChunk.sha256.in_(orphans)))
-        s.execute(delete(m.MediaBlob).where(m.MediaBlob.sha256.not_in(linked)))
+        # Bounded IN lists stay under SQLite's bound-parameter limit.
+        for i in range(0, len(shas), 500):
+            orphans = (
+                select(m.MediaBlob.sha256)
+                .where(m.MediaBlob.sha256.in_(shas[i : i + 500]))
+                .where(m.MediaBlob.sha256.not_in(linked))
+            )
+            gone = s.scalars(orphans).all()
+            if gone:
+                s.execute(delete(m.MediaChunk).where(m.MediaChunk.sha256.in_(gone)))
+                s.execute(delete(m.MediaBlob).where(m.MediaBlob.sha256.in_(gone)))
 
     def copy_cassette(self, src: str, dst: str, *, source: str | None = None) -> CassetteInfo:
         """Copy cassette `src` to a new cassette `dst`, in the database, without loading bodies."""
@@ -670,26 +695,31 @@ class CassetteStore:
                     m.MediaLink.cassette_id == cid, m.MediaLink.media_id == media_id
                 )
             )
+            previous: list[str] = []
             if link is None:
                 s.add(m.MediaLink(cassette_id=cid, media_id=media_id, sha256=sha256, mime_type=mime))
             else:
+                previous = [link.sha256]
                 link.sha256, link.mime_type = sha256, mime
             s.flush()
-            self._collect_garbage(s)
+            self._collect_garbage(s, previous)
             return MediaLinkInfo(media_id, sha256, mime, blob.size)
 
     def unlink_media(self, name: str, media_id: str) -> None:
         """Forget a media id (the blob goes too when nothing else links to it)."""
         with self._session() as s:
             cid = self._cassette_id(s, name)
-            gone = s.execute(
-                delete(m.MediaLink).where(
+            link = s.scalar(
+                select(m.MediaLink).where(
                     m.MediaLink.cassette_id == cid, m.MediaLink.media_id == media_id
                 )
             )
-            if not getattr(gone, "rowcount", 1):
+            if link is None:
                 raise MediaNotFound(name, media_id)
-            self._collect_garbage(s)
+            sha = link.sha256
+            s.delete(link)
+            s.flush()
+            self._collect_garbage(s, [sha])
 
     def media(self, name: str, media_id: str) -> MediaLinkInfo:
         """What a cassette's media id points at; `MediaNotFound` if nothing."""

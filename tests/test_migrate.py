@@ -1,0 +1,212 @@
+"""Schema migrations and what `CassetteStore.open` refuses, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+from sqlalchemy import text
+
+from pg import create_database
+from pg import drop_database
+from pg import free_port
+from pseudowa.storage import migrate
+from pseudowa.storage.errors import DatabaseUnavailable
+from pseudowa.storage.errors import SchemaError
+from pseudowa.storage.models import Base
+from pseudowa.storage.store import CassetteStore
+from pseudowa.storage.store import _parse_url
+from pseudowa.storage.store import make_engine
+
+OUR_TABLES = set(Base.metadata.tables)
+
+
+def _tables(store: CassetteStore) -> set[str]:
+    return set(inspect(store.engine).get_table_names())
+
+
+def _siblings(path: Path) -> list[str]:
+    """Files next to `path` (a -wal or -shm would mean SQLite opened it for writing)."""
+    return sorted(p.name for p in path.parent.iterdir())
+
+
+def test_upgrade_empty_database_to_head_has_no_drift(store_url: str) -> None:
+    # upgrade=False first: a database never migrated reports no revision.
+    with CassetteStore.open(store_url, upgrade=False) as bare:
+        assert bare.schema_revision() is None
+        assert _tables(bare) & OUR_TABLES == set()
+
+    with CassetteStore.open(store_url) as store:
+        assert store.schema_revision() == migrate.head()
+        assert OUR_TABLES <= _tables(store)
+        with store.engine.connect() as conn:
+            ctx = MigrationContext.configure(
+                conn, opts={"version_table": migrate.VERSION_TABLE, "compare_type": True}
+            )
+            # Anything here means the models and the migrations disagree: a
+            # database built by `upgrade` would not be what the code expects.
+            assert compare_metadata(ctx, Base.metadata) == []
+
+
+def test_reopening_keeps_data_and_revision(store_url: str) -> None:
+    with CassetteStore.open(store_url) as store:
+        store.create_cassette("kept", notes="across opens")
+    with CassetteStore.open(store_url) as store:
+        assert store.get_cassette("kept").notes == "across opens"
+        assert store.schema_revision() == migrate.head()
+
+
+def test_downgrade_to_base_drops_all_our_tables(store_url: str) -> None:
+    with CassetteStore.open(store_url) as store:
+        store.create_cassette("doomed")
+        migrate.downgrade(_parse_url(store_url), store.engine)
+        assert _tables(store) & OUR_TABLES == set()
+        assert store.schema_revision() is None
+        # And back up again from nothing.
+        migrate.upgrade(_parse_url(store_url), store.engine)
+        assert store.schema_revision() == migrate.head()
+        assert store.list_cassettes() == []
+
+
+def test_database_from_a_newer_pseudowa_is_refused(store_url: str) -> None:
+    with CassetteStore.open(store_url) as store:
+        with store.engine.begin() as conn:
+            conn.execute(text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '9999_future'"))
+    with pytest.raises(SchemaError, match="newer pseudowa"):
+        CassetteStore.open(store_url)
+
+
+def test_open_of_text_file_is_refused_and_leaves_it_untouched(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.db"
+    original = b"my shopping list\nnot a database\n" * 100
+    notes.write_bytes(original)
+
+    with pytest.raises(DatabaseUnavailable, match="is not a SQLite database") as caught:
+        CassetteStore.open(f"sqlite:///{notes}")
+
+    assert "\n" not in str(caught.value)
+    assert notes.read_bytes() == original
+    assert _siblings(notes) == ["notes.db"]
+
+
+def test_sqlite_file_with_foreign_tables_is_refused_untouched(tmp_path: Path) -> None:
+    other = tmp_path / "crm.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO customers VALUES (1, 'Ada')")
+    conn.commit()
+    conn.close()
+    original = other.read_bytes()
+
+    with pytest.raises(DatabaseUnavailable, match=r"tables pseudowa did not create \(customers\)"):
+        CassetteStore.open(f"sqlite:///{other}")
+
+    # Byte-identical: not even switched to WAL (which rewrites the header).
+    assert other.read_bytes() == original
+    assert _siblings(other) == ["crm.db"]
+
+
+def test_sqlite_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseUnavailable, match="is a directory"):
+        CassetteStore.open(f"sqlite:///{tmp_path}")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url",
+        "postgresql://user@localhost:54x2/db",
+        "mysql://user@localhost/db",
+        "nosuchdb://somewhere",
+    ],
+)
+def test_malformed_or_unsupported_url_is_database_unavailable(url: str) -> None:
+    with pytest.raises(DatabaseUnavailable) as caught:
+        CassetteStore.open(url)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "sqlite:///" in message and "postgresql://" in message  # says what would work
+
+
+def test_malformed_url_does_not_echo_the_password() -> None:
+    with pytest.raises(DatabaseUnavailable) as caught:
+        CassetteStore.open("postgresql://bot:hunter2@db.internal:54x2/pseudowa")
+    assert "hunter2" not in str(caught.value)
+    assert "bot:***@db.internal" in str(caught.value)
+
+
+def test_postgresql_where_nothing_listens_is_one_line_unavailable() -> None:
+    port = free_port()
+    url = f"postgresql://bot:hunter2@127.0.0.1:{port}/pseudowa"
+
+    with pytest.raises(DatabaseUnavailable) as caught:
+        CassetteStore.open(url)
+
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("cannot open database")
+    assert str(port) in message and "hunter2" not in message
+
+
+@contextmanager
+def _pg_database(pg_url: str, name: str) -> Iterator[str]:
+    """A fresh database `name` beside the session's one, dropped afterwards."""
+    admin = pg_url.rsplit("/", 1)[0] + "/postgres"
+    drop_database(admin, name)
+    create_database(admin, name)
+    try:
+        yield pg_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        drop_database(admin, name)
+
+
+def test_postgresql_database_with_our_table_names_is_refused(pg_url: str) -> None:
+    # A shared database may hold other applications' tables, but one already
+    # named like ours would be written into by mistake.
+    with _pg_database(pg_url, "foreign_cassette") as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE cassette (id int, label text)")
+
+        with pytest.raises(DatabaseUnavailable, match=r"did not create \(cassette\)"):
+            CassetteStore.open(url)
+
+        with psycopg.connect(url) as conn:
+            columns = conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'cassette' ORDER BY ordinal_position"
+            ).fetchall()
+            assert columns == [("id",), ("label",)]
+            versions = conn.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = %s",
+                (migrate.VERSION_TABLE,),
+            ).fetchone()
+            assert versions == (0,)
+
+
+def test_postgresql_database_shared_with_other_tables_is_accepted(pg_url: str) -> None:
+    with _pg_database(pg_url, "shared_db") as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE invoices (id int)")
+        with CassetteStore.open(url) as store:
+            store.create_cassette("c")
+            assert {"invoices", "cassette"} <= _tables(store)
+            assert store.schema_revision() == migrate.head()
+
+
+def test_schema_revision_equals_head(store_url: str) -> None:
+    with CassetteStore.open(store_url) as store:
+        assert store.schema_revision() == migrate.head()
+        assert migrate.current(store.engine) == migrate.head()
+    # A second engine, as another process would have, sees the same revision.
+    engine = make_engine(_parse_url(store_url), pooled=False)
+    try:
+        assert migrate.current(engine) == migrate.head()
+    finally:
+        engine.dispose()
