@@ -23,6 +23,8 @@ IGNORED = "<ignored>"
 # ids of media uploaded during the run, and clocks.
 DEFAULT_VOLATILE: tuple[str, ...] = (
     *(f"{kind}.id" for kind in MEDIA_TYPES),
+    # ...also nested: template header parameters, interactive headers.
+    *(f"*.{kind}.id" for kind in MEDIA_TYPES),
     "timestamp",
     "*.timestamp",
 )
@@ -62,7 +64,7 @@ def parse_json(body: bytes) -> Any:
         return None
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
 
 

@@ -40,8 +40,8 @@ def sign(secret: bytes, media_id: str, ttl_s: float = DEFAULT_TTL_S, now: float 
 
 def check(secret: bytes, mid: str | None, ext: str | None, sig: str | None, now: float | None = None) -> str | None:
     """The media id of a valid, unexpired signed URL; None if forged, edited or expired."""
-    if not mid or not ext or not sig:
-        return None
+    if not mid or not ext or not sig or not sig.isascii():
+        return None  # compare_digest raises TypeError on non-ASCII str
     try:
         expires = int(ext)
     except ValueError:

@@ -65,7 +65,7 @@ def parse_send(raw: bytes) -> SendRequest | MarkRead:
     """Validate a messages request body; raise `GraphError` as Meta would."""
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise invalid_parameter(f"The request body is not valid JSON: {e}") from e
     if not isinstance(body, dict):
         raise invalid_parameter("The request body must be a JSON object.")

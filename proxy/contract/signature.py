@@ -20,8 +20,8 @@ def sign(secret: str | bytes, body: bytes) -> str:
 
 def verify(secret: str | bytes, body: bytes, header: str | None) -> bool:
     """True when `header` is the valid signature of `body` (constant-time comparison)."""
-    if not header or not header.startswith(PREFIX):
-        return False
+    if not header or not header.startswith(PREFIX) or not header.isascii():
+        return False  # compare_digest raises TypeError on non-ASCII str
     return hmac.compare_digest(sign(secret, body), header.strip())
 
 

@@ -289,7 +289,7 @@ def parse(body: bytes) -> Payload | None:
     """The webhook body as JSON, or None when it is not a WhatsApp webhook."""
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting is junk too
         return None
     if not isinstance(payload, dict) or not isinstance(payload.get("entry"), list):
         return None
@@ -298,52 +298,68 @@ def parse(body: bytes) -> Payload | None:
 
 def changes(payload: Payload) -> Iterable[Payload]:
     """Every change value in a webhook body, in order."""
-    for entry in payload.get("entry") or []:
-        for change in (entry or {}).get("changes") or []:
-            value = (change or {}).get("value")
+    for entry in _dicts(payload.get("entry")):
+        for change in _dicts(entry.get("changes")):
+            value = change.get("value")
             if isinstance(value, dict):
                 yield value
+
+
+def _dicts(items: Any) -> list[Payload]:
+    """The objects of a JSON array; anything else (junk a sender may post) is skipped."""
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+def _str(value: Any) -> str | None:
+    """A string field as text: numbers (e.g. an integer timestamp) kept, junk dropped."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 def events(payload: Payload) -> list[WebhookEvent]:
     """Index a webhook body: one event per message, status and value-level error."""
     found: list[WebhookEvent] = []
     for value in changes(payload):
-        phone_id = (value.get("metadata") or {}).get("phone_number_id")
-        for msg in value.get("messages") or []:
-            mtype = msg.get("type")
-            sub = msg.get(mtype) if isinstance(mtype, str) else None
+        metadata = value.get("metadata")
+        phone_id = _str(metadata.get("phone_number_id")) if isinstance(metadata, dict) else None
+        for msg in _dicts(value.get("messages")):
+            mtype = _str(msg.get("type"))
+            sub = msg.get(mtype) if mtype is not None else None
             media = sub if mtype in MEDIA_TYPES and isinstance(sub, dict) else {}
             found.append(
                 WebhookEvent(
                     category="message",
                     type=mtype,
-                    wamid=msg.get("id"),
-                    sender=msg.get("from"),
-                    media_id=media.get("id"),
-                    media_sha256=media.get("sha256"),
-                    timestamp=msg.get("timestamp"),
+                    wamid=_str(msg.get("id")),
+                    sender=_str(msg.get("from")),
+                    media_id=_str(media.get("id")),
+                    media_sha256=_str(media.get("sha256")),
+                    timestamp=_str(msg.get("timestamp")),
                     position=len(found),
                     phone_number_id=phone_id,
                 )
             )
-        for st in value.get("statuses") or []:
+        for st in _dicts(value.get("statuses")):
             found.append(
                 WebhookEvent(
                     category="status",
-                    type=st.get("status"),
-                    wamid=st.get("id"),
-                    recipient=st.get("recipient_id"),
-                    timestamp=st.get("timestamp"),
+                    type=_str(st.get("status")),
+                    wamid=_str(st.get("id")),
+                    recipient=_str(st.get("recipient_id")),
+                    timestamp=_str(st.get("timestamp")),
                     position=len(found),
                     phone_number_id=phone_id,
                 )
             )
-        for err in value.get("errors") or []:
+        for err in _dicts(value.get("errors")):
+            code = err.get("code")
             found.append(
                 WebhookEvent(
                     category="error",
-                    type=str(err.get("code")),
+                    type=None if code is None else str(code),
                     position=len(found),
                     phone_number_id=phone_id,
                 )
