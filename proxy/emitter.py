@@ -15,9 +15,7 @@ order; one scheduler moves deliveries and retries onto it when they fall due.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import heapq
-import hmac
 import logging
 import random
 import secrets
@@ -492,7 +490,7 @@ class Emitter:
         if config.signing == "valid":
             headers[signature.HEADER] = signature.sign(config.app_secret, body)
             if config.legacy_sha1:
-                headers["X-Hub-Signature"] = _sha1_signature(config.app_secret, body)
+                headers[signature.LEGACY_HEADER] = signature.sign_sha1(config.app_secret, body)
         elif config.signing == "bad":
             headers[signature.HEADER] = signature.forge(body)
         return headers
@@ -601,11 +599,6 @@ class Emitter:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def _sha1_signature(secret: str, body: bytes) -> str:
-    """The legacy `X-Hub-Signature` header Meta still sends (HMAC-SHA1, same key)."""
-    return "sha1=" + hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
 
 
 def _describe(error: BaseException, timeout_s: float) -> str:

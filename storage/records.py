@@ -13,7 +13,7 @@ from datetime import datetime
 Headers = list[tuple[str, str]]
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     """Which leg of the conversation an interaction belongs to."""
 
     WEBHOOK = "webhook"  # Meta -> bot
@@ -21,13 +21,14 @@ class Kind(str, enum.Enum):
     MEDIA = "media"  # bot -> media host
 
 
-class Source(str, enum.Enum):
+class Source(enum.StrEnum):
     """Where a cassette's traffic came from."""
 
     META = "meta"
     SANDBOX = "sandbox"
     IMPORTED = "imported"
     MUTATED = "mutated"
+    REPLAY = "replay"  # the journal of a replay run
 
 
 @dataclass(frozen=True)

@@ -515,7 +515,7 @@ class CassetteStore:
                 row = m.Interaction(
                     cassette_id=cid,
                     seq=seq,
-                    kind=str(getattr(exchange.kind, "value", exchange.kind)),
+                    kind=str(exchange.kind),
                     method=exchange.method,
                     url=exchange.url,
                     request_headers=[list(h) for h in exchange.request_headers],
@@ -556,7 +556,7 @@ class CassetteStore:
 
     def interactions(self, name: str, kinds: Iterable[str] | None = None) -> Iterator[Exchange]:
         """Iterate a cassette's exchanges in order, a page at a time (bounded memory)."""
-        kind_list = [str(getattr(k, "value", k)) for k in kinds] if kinds is not None else None
+        kind_list = [str(k) for k in kinds] if kinds is not None else None
         with self._session() as s:
             cid = self._cassette_id(s, name)
         after = -1

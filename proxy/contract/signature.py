@@ -7,6 +7,7 @@ import hmac
 
 HEADER = "X-Hub-Signature-256"
 PREFIX = "sha256="
+LEGACY_HEADER = "X-Hub-Signature"  # HMAC-SHA1, still sent by Meta beside the sha256 one
 
 
 def _key(secret: str | bytes) -> bytes:
@@ -16,6 +17,11 @@ def _key(secret: str | bytes) -> bytes:
 def sign(secret: str | bytes, body: bytes) -> str:
     """The header value Meta sends for `body`: `sha256=` + lowercase hex digest."""
     return PREFIX + hmac.new(_key(secret), body, hashlib.sha256).hexdigest()
+
+
+def sign_sha1(secret: str | bytes, body: bytes) -> str:
+    """The legacy `X-Hub-Signature` value: `sha1=` + hex HMAC-SHA1 with the same key."""
+    return "sha1=" + hmac.new(_key(secret), body, hashlib.sha1).hexdigest()
 
 
 def verify(secret: str | bytes, body: bytes, header: str | None) -> bool:
