@@ -15,14 +15,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Until replay lands, the demo walks the store end to end in a throwaway database.
-DEMO_DB := sqlite:///$(CURDIR)/.demo/demo.db
 demo: $(STAMP)
-	rm -rf .demo
-	$(BIN)/pseudowa --version
-	$(BIN)/pseudowa db upgrade --db $(DEMO_DB)
-	$(BIN)/pseudowa db current --db $(DEMO_DB)
-	$(BIN)/pseudowa cassette ls --db $(DEMO_DB)
+	$(BIN)/pseudowa demo
 
 # The PostgreSQL tests start their own throwaway server; this makes sure its binaries exist.
 postgres:

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import click
 
+from pseudowa.proxy.errors import UserError
 from pseudowa.storage import migrate
 from pseudowa.storage.errors import StoreError
 from pseudowa.storage.records import CassetteInfo
@@ -23,10 +24,6 @@ from pseudowa.storage.store import ENV_VAR
 from pseudowa.storage.store import CassetteStore
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class UserError(Exception):
-    """A mistake the user can fix; printed as one line, exit status 1."""
 
 
 def db_option(fn: F) -> F:
@@ -243,6 +240,179 @@ def cassette_cp(src: str, dst: str, db: str | None) -> None:
     with open_store(db) as store:
         info = store.copy_cassette(src, dst)
     click.echo(f"copied {src} -> {dst} ({info.interaction_count} exchanges)")
+
+
+# -- replay --------------------------------------------------------------------------
+
+
+def _csv_ints(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError as e:
+        raise click.BadParameter(f"expected comma-separated error codes, got {value!r}") from e
+
+
+def _csv_statuses(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
+    chosen = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [v for v in chosen if v not in ("sent", "delivered", "read")]
+    if bad:
+        raise click.BadParameter(f"unknown status {bad[0]!r}: choose among sent, delivered, read")
+    return chosen
+
+
+@cli.command("replay")
+@click.argument("name")
+@click.option("--bot", "bot_url", required=True, metavar="URL",
+              help="The bot's webhook URL, e.g. http://127.0.0.1:8000/webhook.")
+@db_option
+@click.option("--check", "check_", is_flag=True,
+              help="Exit 1 when the bot's sends differ from the recording or dedupe fails.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@click.option("--graph-host", default="127.0.0.1", show_default=True, help="Fake Graph API address.")
+@click.option("--graph-port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="Fake Graph API port (point the bot's Graph base URL here).")
+@click.option("--access-token", default="pseudowa-access-token", show_default=True,
+              envvar="PSEUDOWA_ACCESS_TOKEN", help="Bearer token the bot must send.")
+@click.option("--app-secret", default="pseudowa-app-secret", show_default=True,
+              envvar="PSEUDOWA_APP_SECRET", help="Key of X-Hub-Signature-256.")
+@click.option("--verify-token", default="pseudowa-verify-token", show_default=True,
+              envvar="PSEUDOWA_VERIFY_TOKEN", help="hub.verify_token of the handshake.")
+@click.option("--skip-verify", is_flag=True, help="Do not perform the verify handshake first.")
+@click.option("--no-sign", is_flag=True, help="Send webhooks without X-Hub-Signature-256.")
+@click.option("--bad-signature", is_flag=True, help="Send webhooks with a wrong signature.")
+@click.option("--speed", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Scale recorded timing (2 = twice as fast, 0 = no waiting).")
+@click.option("--duplicate", default=0.0, type=click.FloatRange(0, 1), metavar="P",
+              help="Probability each webhook is delivered twice (identical copies).")
+@click.option("--reorder", default=0, type=click.IntRange(min=0), metavar="N",
+              help="Shuffle deliveries within windows of N.")
+@click.option("--batch", default=1, type=click.IntRange(1, 1000), metavar="N",
+              help="Merge up to N webhooks into one POST.")
+@click.option("--concurrency", default=1, type=click.IntRange(min=1), metavar="N",
+              help="Webhooks in flight at once (1 keeps the recorded order).")
+@click.option("--retry-time-scale", default=1.0, type=click.FloatRange(min=0, min_open=True),
+              metavar="F", help="Compress Meta's 7-day retry schedule (0.0001: about a minute).")
+@click.option("--timeout", "timeout_s", default=10.0, type=click.FloatRange(min=0, min_open=True),
+              metavar="S", help="A bot slower than this fails the attempt.")
+@click.option("--statuses", default="sent,delivered,read", show_default=True,
+              callback=_csv_statuses, help="Status webhooks to emit for the bot's sends.")
+@click.option("--fail-status-rate", default=0.0, type=click.FloatRange(0, 1), metavar="P",
+              help="Fraction of the bot's sends reported as failed.")
+@click.option("--fail-status-code", default=131026, show_default=True, type=int,
+              help="Error code of failed statuses (131047: outside the 24 h window).")
+@click.option("--strict", is_flag=True, help="A send with no recorded answer is an error.")
+@click.option("--fail-rate", default=0.0, type=click.FloatRange(0, 1), metavar="P",
+              help="Fraction of sends answered with an injected Graph error.")
+@click.option("--fail-codes", default="131000", show_default=True, callback=_csv_ints,
+              help="Injected error codes, e.g. 131000,130429,190.")
+@click.option("--latency", "latency_ms", default=0.0, type=click.FloatRange(min=0), metavar="MS",
+              help="Delay every Graph answer.")
+@click.option("--jitter", "jitter_ms", default=0.0, type=click.FloatRange(min=0), metavar="MS",
+              help="Random extra delay, up to this much.")
+@click.option("--media-ttl", default=300.0, show_default=True, type=click.FloatRange(min=0),
+              metavar="S", help="Lifetime of media URLs (0: expired at once).")
+@click.option("--quiet", "quiet_s", default=1.0, show_default=True,
+              type=click.FloatRange(min=0), metavar="S",
+              help="The bot is done when nothing happened for this long.")
+@click.option("--seed", default=None, type=int, help="Seed for duplicates, reordering and faults.")
+@click.option("--ignore", multiple=True, metavar="FIELD",
+              help="Also ignore this send field in the check (dotted path, * wildcards).")
+@click.option("--journal", "journal_name", default=None, metavar="NAME",
+              help="Name of the run's journal cassette (default NAME.run-<time>).")
+@click.option("--no-journal", is_flag=True, help="Do not keep the run's journal in the store.")
+def replay_cmd(name: str, bot_url: str, db: str | None, check_: bool, as_json: bool,
+               **kw: Any) -> None:
+    """Replay cassette NAME against the bot at --bot, then compare its sends with the recording."""
+    with open_store(db) as store:
+        report = _run_replay(store, name, bot_url, kw, progress=not as_json and sys.stderr.isatty())
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        for line in report.render():
+            click.echo(line)
+    if check_ and not report.ok:
+        sys.exit(1)
+
+
+@cli.command("demo")
+def demo_cmd() -> None:
+    """Record an image round trip with the example bot, replay it with a duplicate, check."""
+    from pseudowa.proxy.demo import main as run_demo
+
+    if not run_demo(click.echo):
+        sys.exit(1)
+
+
+def _run_replay(
+    store: CassetteStore, name: str, bot_url: str, kw: dict[str, Any], progress: bool
+) -> Any:
+    # Imported here so `pseudowa cassette ls` does not pay for aiohttp.
+    import asyncio
+
+    from pseudowa.proxy.contract.matching import DEFAULT_VOLATILE
+    from pseudowa.proxy.emitter import Attempt
+    from pseudowa.proxy.emitter import EmitterConfig
+    from pseudowa.proxy.emitter import Outcome
+    from pseudowa.proxy.emitter import RetryPolicy
+    from pseudowa.proxy.emitter import VerifyFailed
+    from pseudowa.proxy.graph import GraphConfig
+    from pseudowa.proxy.replay import Replay
+    from pseudowa.proxy.replay import ReplayOptions
+
+    if kw["no_sign"] and kw["bad_signature"]:
+        raise UserError("--no-sign and --bad-signature exclude each other")
+    store.get_cassette(name)  # an unknown name fails here, before any port is opened
+    options = ReplayOptions(
+        emitter=EmitterConfig(
+            bot_url=bot_url,
+            app_secret=kw["app_secret"],
+            verify_token=kw["verify_token"],
+            skip_verify=kw["skip_verify"],
+            signing="none" if kw["no_sign"] else "bad" if kw["bad_signature"] else "valid",
+            speed=kw["speed"],
+            duplicate=kw["duplicate"],
+            reorder=kw["reorder"],
+            batch=kw["batch"],
+            retry=RetryPolicy(time_scale=kw["retry_time_scale"]),
+            timeout_s=kw["timeout_s"],
+            concurrency=kw["concurrency"],
+            seed=kw["seed"],
+        ),
+        graph=GraphConfig(
+            access_token=kw["access_token"],
+            media_ttl_s=kw["media_ttl"],
+            strict=kw["strict"],
+            fail_rate=kw["fail_rate"],
+            fail_codes=kw["fail_codes"] or (131000,),
+            latency_ms=kw["latency_ms"],
+            jitter_ms=kw["jitter_ms"],
+            seed=kw["seed"],
+            volatile=(*DEFAULT_VOLATILE, *kw["ignore"]),
+        ),
+        graph_host=kw["graph_host"],
+        graph_port=kw["graph_port"],
+        statuses=kw["statuses"],
+        fail_status_rate=kw["fail_status_rate"],
+        fail_status_code=kw["fail_status_code"],
+        quiet_s=kw["quiet_s"],
+        journal=not kw["no_journal"],
+        journal_name=kw["journal_name"],
+    )
+
+    def show(attempt: Attempt, outcome: Outcome) -> None:
+        result = attempt.status if attempt.status is not None else attempt.error
+        copy = f" (copy {attempt.copy})" if attempt.copy else ""
+        retry = f" retry {attempt.attempt}" if attempt.attempt else ""
+        click.echo(f"  -> {outcome.label}{copy}{retry}: {result}", err=True)
+
+    replay = Replay(store, name, options, on_attempt=show if progress else None)
+    try:
+        return asyncio.run(replay.run())
+    except VerifyFailed as e:
+        raise UserError(f"verify handshake failed: {e} (use --skip-verify to bypass)") from e
+    except OSError as e:
+        where = f"{options.graph_host}:{options.graph_port}"
+        raise UserError(f"cannot listen on {where} or reach the bot: {e.strerror or e}") from e
 
 
 def main() -> None:

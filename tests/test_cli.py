@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from pseudowa.proxy import seeds
 from pseudowa.proxy.cli import cli
 from pseudowa.storage.records import EventData
 from pseudowa.storage.records import Exchange
@@ -57,7 +58,7 @@ def test_version(runner: CliRunner) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["db"], ["db", "upgrade"], ["db", "current"], ["cassette"], ["cassette", "ls"],
+    [[], ["db"], ["db", "upgrade"], ["db", "current"], ["cassette"], ["cassette", "ls"], ["replay"],
      ["cassette", "show"], ["cassette", "rm"], ["cassette", "cp"]],
 )
 def test_every_command_has_help(runner: CliRunner, args: list[str]) -> None:
@@ -177,3 +178,107 @@ def test_foreign_sqlite_database_is_refused(runner: CliRunner, tmp_path: Path) -
     line = _one_line_error(runner.invoke(cli, ["db", "upgrade", "--db", f"sqlite:///{path}"]))
     assert "did not create" in line
     assert path.read_bytes() == before
+
+
+# -- replay ------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _BotProcess:
+    """The example bot in its own process, as a user would run it."""
+
+    def __init__(self, graph_port: int) -> None:
+        import os
+        import subprocess
+        import sys
+
+        self.port = _free_port()
+        env = {**os.environ, "WA_GRAPH_URL": f"http://127.0.0.1:{graph_port}",
+               "WA_TOKEN": "pseudowa-access-token", "WA_APP_SECRET": "pseudowa-app-secret",
+               "WA_VERIFY_TOKEN": "pseudowa-verify-token"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pseudowa.proxy.example_bot", "--port", str(self.port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{self.port}/webhook"
+        self._wait()
+
+    def _wait(self) -> None:
+        import socket
+        import time
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("example bot did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def _replay_args(name: str, db: str, bot: _BotProcess, graph_port: int, *extra: str) -> list[str]:
+    return ["replay", name, "--bot", bot.url, "--db", db, "--graph-port", str(graph_port),
+            "--speed", "0", "--quiet", "0.3", *extra]
+
+
+def test_replay_records_then_check_passes_and_fails(runner: CliRunner, db: str) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    
+    with CassetteStore.open(db) as store:
+        seeds.image_seed(store, "image")
+    graph_port = _free_port()
+    bot = _BotProcess(graph_port)
+    try:
+        first = runner.invoke(cli, _replay_args("image", db, bot, graph_port, "--journal", "rec"))
+        assert first.exit_code == 0, first.output  # no --check: differences are only shown
+        assert "send not in the recording" in first.output
+        # The seed has no recorded sends, so --check fails on it.
+        bot.stop()
+        bot = _BotProcess(graph_port)
+        failed = runner.invoke(cli, _replay_args("image", db, bot, graph_port, "--check", "--no-journal"))
+        assert failed.exit_code == 1
+        assert "check: DIFFERENT" in failed.output
+        bot.stop()
+        bot = _BotProcess(graph_port)
+        passed = runner.invoke(cli, _replay_args("rec", db, bot, graph_port, "--check", "--json",
+                                                  "--duplicate", "1", "--seed", "1"))
+        assert passed.exit_code == 0, passed.output
+        summary = json.loads(passed.output)
+        assert summary["ok"] is True
+        assert summary["webhooks"]["duplicated"] >= 1
+        assert summary["check"]["dedupe_failures"] == {}
+    finally:
+        bot.stop()
+
+
+def test_replay_user_mistakes_are_one_line(runner: CliRunner, db: str) -> None:
+    import socket
+
+    _seed(db)
+    line = _one_line_error(runner.invoke(cli, ["replay", "nope", "--bot", "http://127.0.0.1:9/x", "--db", db]))
+    assert "no cassette named 'nope'" in line
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = _one_line_error(runner.invoke(cli, ["replay", "greeting", "--bot", "http://127.0.0.1:9/x",
+                                                   "--db", db, "--graph-port", str(port)]))
+        assert "cannot listen" in line
+    line = _one_line_error(runner.invoke(cli, ["replay", "greeting", "--bot", f"http://127.0.0.1:{_free_port()}/x",
+                                               "--db", db, "--graph-port", "0"]))
+    assert "verify handshake failed" in line
+    bad = runner.invoke(cli, ["replay", "greeting", "--bot", "x", "--db", db, "--duplicate", "2"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
