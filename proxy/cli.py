@@ -506,7 +506,7 @@ def _run_replay(
     try:
         return asyncio.run(replay.run())
     except VerifyFailed as e:
-        raise UserError(f"verify handshake failed: {e} (use --skip-verify to bypass)") from e
+        raise UserError(f"{e} (use --skip-verify to bypass)") from e
     except OSError as e:
         where = f"{options.graph_host}:{options.graph_port}"
         raise UserError(f"cannot listen on {where} or reach the bot: {e.strerror or e}") from e

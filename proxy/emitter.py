@@ -334,7 +334,9 @@ class Emitter:
         if self.journal is not None:
             self.journal.record(
                 Exchange(
-                    kind=Kind.WEBHOOK.value, method="GET", url=str(url),
+                    # The verify token is a secret of the bot's: journals never hold it.
+                    kind=Kind.WEBHOOK.value, method="GET",
+                    url=str(url.update_query({"hub.verify_token": "REDACTED"})),
                     request_headers=list(headers.items()), response_status=status,
                     response_body=body, error=error, started_at=started, finished_at=finished,
                     annotations={"label": "verify"},
