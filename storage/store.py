@@ -202,6 +202,11 @@ def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
+def _utc(dt: datetime) -> datetime:
+    # SQLite keeps no offset: every time is written in UTC (naive ones are taken as UTC).
+    return _aware(dt).astimezone(timezone.utc)
+
+
 def _exchange(row: m.Interaction) -> Exchange:
     return Exchange(
         kind=row.kind,
@@ -326,8 +331,12 @@ class CassetteStore:
         notes: str = "",
         graph_api_version: str | None = None,
         phone_number_ids: Sequence[str] = (),
+        created_at: datetime | None = None,
     ) -> CassetteInfo:
-        """Create an empty cassette; `CassetteExists` if the name is taken."""
+        """Create an empty cassette; `CassetteExists` if the name is taken.
+
+        `created_at` (default: now) lets an import keep the original creation time.
+        """
         validate_name(name)
         try:
             with self._session() as s:
@@ -338,6 +347,8 @@ class CassetteStore:
                     graph_api_version=graph_api_version,
                     phone_number_ids=list(phone_number_ids),
                 )
+                if created_at is not None:
+                    row.created_at = _utc(created_at)
                 s.add(row)
                 s.flush()
                 return self._info(s, row)
@@ -767,11 +778,19 @@ class CassetteStore:
 
     # -- history -----------------------------------------------------------------------
 
-    def add_history(self, name: str, operation: str, arguments: dict[str, Any]) -> None:
-        """Record an operation applied to the cassette (mutation, import, recording)."""
+    def add_history(
+        self, name: str, operation: str, arguments: dict[str, Any], *, at: datetime | None = None
+    ) -> None:
+        """Record an operation applied to the cassette (mutation, import, recording).
+
+        `at` (default: now) lets an import keep the original time of an entry.
+        """
         with self._session() as s:
             cid = self._cassette_id(s, name)
-            s.add(m.History(cassette_id=cid, operation=operation, arguments=arguments))
+            row = m.History(cassette_id=cid, operation=operation, arguments=arguments)
+            if at is not None:
+                row.at = _utc(at)
+            s.add(row)
 
     def history(self, name: str) -> list[HistoryEntry]:
         with self._session() as s:
