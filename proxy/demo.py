@@ -16,12 +16,10 @@ from typing import Any
 
 from aiohttp import web
 
-from pseudowa.storage.records import EventData
-from pseudowa.storage.records import Exchange
 from pseudowa.storage.store import CassetteStore
 
+from . import mutate
 from . import seeds
-from .contract import webhooks as wh
 from .emitter import Attempt
 from .emitter import EmitterConfig
 from .emitter import Outcome
@@ -29,7 +27,6 @@ from .example_bot import BOT_KEY
 from .example_bot import BotConfig
 from .example_bot import make_app
 from .graph import GraphConfig
-from .journal import event_data
 from .replay import Replay
 from .replay import ReplayOptions
 from .replay import ReplayReport
@@ -56,29 +53,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def duplicate_first_message(store: CassetteStore, src: str, dst: str, gap_s: float = 0.5) -> str:
-    """Copy `src` to `dst` with its first message webhook delivered twice, `gap_s` apart."""
-    store.copy_cassette(src, dst)
-    exchanges = list(store.interactions(dst))
-    events = {e.interaction_seq: e for e in store.events(dst, category="message")}
-    items: list[Exchange] = []
-    duplicated = False
-    for x in exchanges:
-        items.append(x)
-        if not duplicated and x.seq in events:
-            items.append(replace(x, started_at=x.started_at + gap_s, finished_at=x.finished_at + gap_s))
-            duplicated = True
-    items.sort(key=lambda x: x.started_at)
-    store.replace_interactions(dst, [(x, _indexed(x)) for x in items])
-    store.add_history(dst, "duplicate", {"event": events[min(events)].wamid, "gap_s": gap_s})
-    return dst
-
-
-def _indexed(x: Exchange) -> list[EventData]:
-    payload = wh.parse(x.request_body) if x.kind == "webhook" else None
-    return event_data(wh.events(payload)) if payload else []
 
 
 async def run_demo(echo: Echo, db_url: str | None = None) -> bool:
@@ -116,7 +90,10 @@ async def _demo(store: CassetteStore, echo: Echo) -> bool:
              f"{recorded.check.run_sends} reply, {recorded.statuses_emitted} statuses")
 
         echo("2. The same conversation with the image webhook delivered twice, as Meta may")
-        duplicate_first_message(store, "demo-image", "demo-image-dup")
+        image = store.events("demo-image", category="message")[0]
+        dup = mutate.duplicate(store, "demo-image", image.wamid or 0, gap_s=0.5,
+                               out="demo-image-dup")
+        echo(f"   {dup.line()}")
         for attr in ("seen", "replies", "statuses", "media", "duplicates"):
             getattr(bot, attr).clear()
         bot.log = _EchoLog(echo)

@@ -118,6 +118,7 @@ class Delivery:
     label: str = ""  # for logs, e.g. "#3 message text wamid.X"
     hold_until: str | None = None  # a wamid: held until trigger(wamid)
     trigger_offset_s: float | None = None  # recorded offset of the send that releases it
+    signing: Literal["valid", "none", "bad"] | None = None  # overrides config.signing
 
 
 @dataclass
@@ -470,7 +471,12 @@ class Emitter:
         self.outcomes.append(outcome)
         duplicate = self.config.duplicate > 0 and self._rng.random() < self.config.duplicate
         outcome.duplicated = duplicate
-        return _Post(outcome, self._headers(body), duplicate)
+        # A per-delivery override (a mutated cassette) wins; in a batch, any part's does.
+        signing = next(
+            (p.delivery.signing for p in parts if p.delivery_id in parts_ids and p.delivery.signing),
+            None,
+        )
+        return _Post(outcome, self._headers(body, signing), duplicate)
 
     def _merge(self, parts: list[_Pending]) -> tuple[bytes, str, tuple[int, ...]]:
         payloads = [webhooks.parse(p.delivery.body) for p in parts]
@@ -486,14 +492,17 @@ class Emitter:
         label = " + ".join(p.delivery.label or f"#{p.delivery_id}" for p in parts)
         return body, f"batch[{len(parts)}] {label}", tuple(p.delivery_id for p in parts)
 
-    def _headers(self, body: bytes) -> dict[str, str]:
+    def _headers(
+        self, body: bytes, signing: Literal["valid", "none", "bad"] | None = None
+    ) -> dict[str, str]:
         config = self.config
+        mode = signing or config.signing
         headers = {"Content-Type": "application/json", "User-Agent": config.user_agent}
-        if config.signing == "valid":
+        if mode == "valid":
             headers[signature.HEADER] = signature.sign(config.app_secret, body)
             if config.legacy_sha1:
                 headers[signature.LEGACY_HEADER] = signature.sign_sha1(config.app_secret, body)
-        elif config.signing == "bad":
+        elif mode == "bad":
             headers[signature.HEADER] = signature.forge(body)
         return headers
 

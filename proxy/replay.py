@@ -17,6 +17,7 @@ from dataclasses import field
 from datetime import datetime
 from datetime import timezone
 from typing import Any
+from typing import Literal
 
 from pseudowa.storage.records import Exchange
 from pseudowa.storage.store import CassetteStore
@@ -42,6 +43,14 @@ from .statuses import plan_statuses
 logger = logging.getLogger(__name__)
 
 DEFAULT_STATUSES = ("sent", "delivered", "read")
+# An exchange annotation set by `pseudowa cassette mutate break-signature|remove-signature`:
+# this one delivery goes out with a wrong signature ("bad") or none ("none"), whatever
+# the run's signing option. (The recorder's own "signature" annotation only reports what
+# was recorded.)
+SIGNING_ANNOTATION = "replay_signature"
+_SIGNING_MODES: dict[str, Literal["valid", "none", "bad"]] = {
+    "valid": "valid", "none": "none", "bad": "bad",
+}
 
 
 @dataclass
@@ -112,6 +121,7 @@ def plan_deliveries(exchanges: list[Exchange]) -> tuple[list[Delivery], set[str]
         )
         triggers = [w for w in webhooks.status_ids(payload) if w in sent_at] if payload else []
         only_statuses = bool(events) and all(e.category == "status" for e in events)
+        signing = _SIGNING_MODES.get((x.annotations or {}).get(SIGNING_ANNOTATION, ""))
         if triggers and only_statuses:
             held.add(triggers[0])
             out.append(
@@ -121,10 +131,15 @@ def plan_deliveries(exchanges: list[Exchange]) -> tuple[list[Delivery], set[str]
                     label=label,
                     hold_until=triggers[0],
                     trigger_offset_s=sent_at[triggers[0]] - t0,
+                    signing=signing,
                 )
             )
         else:
-            out.append(Delivery(body=x.request_body, offset_s=x.started_at - t0, label=label))
+            out.append(
+                Delivery(
+                    body=x.request_body, offset_s=x.started_at - t0, label=label, signing=signing
+                )
+            )
     return out, held
 
 

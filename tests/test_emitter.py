@@ -248,6 +248,28 @@ async def test_signing_bad_sends_a_wrong_signature(start_bot: Start, make_emitte
         assert "X-Hub-Signature" not in got.headers  # no valid legacy fallback either
 
 
+async def test_a_delivery_overrides_the_signing_for_itself(
+    start_bot: Start, make_emitter: Make
+) -> None:
+    """A mutated cassette marks single deliveries: only they go out wrongly signed or bare."""
+    bot = await start_bot()
+    emitter = make_emitter(bot)  # signing="valid" for the rest
+    emitter.add([Delivery(inbound("a", 0)), Delivery(inbound("b", 1), signing="bad"),
+                 Delivery(inbound("c", 2), signing="none")])
+    await emitter.run()
+    a, b, c = bot.received
+    assert a.headers["X-Hub-Signature-256"] == independent_sha256(a.body)
+    assert not signature.verify(SECRET, b.body, b.headers["X-Hub-Signature-256"])
+    assert "X-Hub-Signature" not in b.headers
+    assert "X-Hub-Signature-256" not in c.headers and "X-Hub-Signature" not in c.headers
+    unsigned = await start_bot()
+    emitter = make_emitter(unsigned, signing="none")
+    emitter.add([Delivery(inbound("d", 3), signing="valid")])
+    await emitter.run()
+    (d,) = unsigned.received
+    assert d.headers["X-Hub-Signature-256"] == independent_sha256(d.body)
+
+
 # -- timing -----------------------------------------------------------------------------
 
 
