@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from typing import TypeVar
 
@@ -17,6 +18,9 @@ import click
 
 from pseudowa.proxy import record as record_defaults
 from pseudowa.proxy.errors import UserError
+from pseudowa.proxy.export_cli import export_cmd
+from pseudowa.proxy.export_cli import import_cmd
+from pseudowa.proxy.mutate_cli import mutate_group
 from pseudowa.storage import migrate
 from pseudowa.storage.errors import StoreError
 from pseudowa.storage.records import CassetteInfo
@@ -341,9 +345,25 @@ def _csv_statuses(_ctx: click.Context, _param: click.Parameter, value: str) -> t
 @click.option("--no-journal", is_flag=True, help="Do not keep the run's journal in the store.")
 def replay_cmd(name: str, bot_url: str, db: str | None, check_: bool, as_json: bool,
                **kw: Any) -> None:
-    """Replay cassette NAME against the bot at --bot, then compare its sends with the recording."""
-    with open_store(db) as store:
-        report = _run_replay(store, name, bot_url, kw, progress=not as_json and sys.stderr.isatty())
+    """Replay cassette NAME against the bot at --bot, then compare its sends with the recording.
+
+    NAME may also be an exported cassette directory (holding cassette.json): it is imported
+    into a throwaway store and replayed from there, without a journal (--db is not used).
+    """
+    from pseudowa.proxy.export_cli import is_export_dir
+    from pseudowa.proxy.export_cli import temporary_import
+
+    progress = not as_json and sys.stderr.isatty()
+    if is_export_dir(name) or "/" in name:  # cassette names never hold a "/"
+        if kw["journal_name"]:
+            raise UserError("--journal needs a cassette in the store: import the directory "
+                            "first with `pseudowa cassette import`, then replay it by name")
+        kw["no_journal"] = True  # the throwaway store is deleted after the run
+        with temporary_import(Path(name)) as (store, imported):
+            report = _run_replay(store, imported, bot_url, kw, progress=progress)
+    else:
+        with open_store(db) as store:
+            report = _run_replay(store, name, bot_url, kw, progress=progress)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:
@@ -510,6 +530,11 @@ def _run_replay(
     except OSError as e:
         where = f"{options.graph_host}:{options.graph_port}"
         raise UserError(f"cannot listen on {where} or reach the bot: {e.strerror or e}") from e
+
+
+cassette_group.add_command(mutate_group)
+cassette_group.add_command(export_cmd)
+cassette_group.add_command(import_cmd)
 
 
 def main() -> None:
