@@ -452,11 +452,13 @@ def record_cmd(name: str, db: str | None, no_proxy: bool, record_mode: str, **kw
 
 
 @cli.command("demo")
-def demo_cmd() -> None:
-    """Record an image round trip with the example bot, replay it with a duplicate, check."""
+@click.option("--sample", type=click.Path(path_type=Path), default=Path("cassettes/image-round-trip"),
+              show_default=True, help="Exported image cassette to replay (recorded first if absent).")
+def demo_cmd(sample: Path) -> None:
+    """Replay the image sample to the example bot with a duplicated webhook, and check it."""
     from pseudowa.proxy.demo import main as run_demo
 
-    if not run_demo(click.echo):
+    if not run_demo(click.echo, sample=sample):
         sys.exit(1)
 
 

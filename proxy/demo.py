@@ -1,7 +1,9 @@
-"""`pseudowa demo`: record an image round trip with the example bot, then replay it with a
-duplicated webhook and check the bot behaved the same, printing a readable transcript.
+"""`pseudowa demo`: replay the image sample with its webhook delivered twice to the example
+bot, and check the bot behaved as recorded, printing a readable transcript.
 
-Everything runs in one process on 127.0.0.1 with a throwaway store, offline.
+The sample is `cassettes/image-round-trip` (recorded with `pseudowa record` against the
+sandbox); where it is not at hand (an installed wheel), the demo records the same round
+trip first. Everything runs in one process on 127.0.0.1 with a throwaway store, offline.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pseudowa.storage.export import import_cassette
 from pseudowa.storage.store import CassetteStore
 
 from . import mutate
@@ -26,6 +29,8 @@ from .emitter import Outcome
 from .example_bot import BOT_KEY
 from .example_bot import BotConfig
 from .example_bot import make_app
+from .export_cli import index_events
+from .export_cli import is_export_dir
 from .graph import GraphConfig
 from .replay import Replay
 from .replay import ReplayOptions
@@ -35,6 +40,7 @@ Echo = Callable[[str], None]
 TOKEN = "pseudowa-access-token"
 SECRET = "pseudowa-app-secret"
 VERIFY = "pseudowa-verify-token"
+SAMPLE = Path("cassettes") / "image-round-trip"
 
 
 class _EchoLog(list[str]):
@@ -55,17 +61,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def run_demo(echo: Echo, db_url: str | None = None) -> bool:
+async def run_demo(echo: Echo, db_url: str | None = None, sample: Path | None = SAMPLE) -> bool:
     """Run the demo, printing through `echo`; True when the replay check passes."""
     with tempfile.TemporaryDirectory(prefix="pseudowa-demo-") as tmp:
         store = CassetteStore.open(db_url or f"sqlite:///{Path(tmp) / 'demo.db'}")
         try:
-            return await _demo(store, echo)
+            return await _demo(store, echo, sample)
         finally:
             store.close()
 
 
-async def _demo(store: CassetteStore, echo: Echo) -> bool:
+async def _demo(store: CassetteStore, echo: Echo, sample: Path | None) -> bool:
     graph_port = _free_port()
     app = make_app(BotConfig(f"http://127.0.0.1:{graph_port}", TOKEN, SECRET, VERIFY))
     runner = web.AppRunner(app)
@@ -75,8 +81,6 @@ async def _demo(store: CassetteStore, echo: Echo) -> bool:
     bot_url = f"http://127.0.0.1:{runner.addresses[0][1]}/webhook"
     bot = app[BOT_KEY]
     try:
-        echo("1. Meta sends the bot an image (a seed cassette: one signed webhook + 263 B of PNG)")
-        seed = seeds.image_seed(store, "demo-seed")
         options = ReplayOptions(
             emitter=EmitterConfig(bot_url=bot_url, speed=0),
             graph=GraphConfig(access_token=TOKEN),
@@ -84,10 +88,18 @@ async def _demo(store: CassetteStore, echo: Echo) -> bool:
             quiet_s=0.3,
             journal_name="demo-image",
         )
-        recorded = await Replay(store, seed, options).run()
-        info = store.get_cassette("demo-image")
-        echo(f"   recorded cassette demo-image: {info.interaction_count} exchanges, "
-             f"{recorded.check.run_sends} reply, {recorded.statuses_emitted} statuses")
+        if sample is not None and is_export_dir(str(sample)):
+            info = import_cassette(store, sample, name="demo-image", index_events=index_events)
+            echo(f"1. The image sample {sample}: {info.interaction_count} exchanges recorded with "
+                 "pseudowa record (an image from the user, the bot fetches it and replies)")
+        else:
+            echo("1. Meta sends the bot an image (a seed cassette: one signed webhook + PNG),"
+                 " recorded against the example bot")
+            seed = seeds.image_seed(store, "demo-seed")
+            recorded = await Replay(store, seed, options).run()
+            info = store.get_cassette("demo-image")
+            echo(f"   recorded cassette demo-image: {info.interaction_count} exchanges, "
+                 f"{recorded.check.run_sends} reply, {recorded.statuses_emitted} statuses")
 
         echo("2. The same conversation with the image webhook delivered twice, as Meta may")
         image = store.events("demo-image", category="message")[0]
@@ -125,6 +137,6 @@ def _conclude(report: ReplayReport, bot: Any, echo: Echo) -> bool:
     return ok
 
 
-def main(echo: Echo = print, db_url: str | None = None) -> bool:
+def main(echo: Echo = print, db_url: str | None = None, sample: Path | None = SAMPLE) -> bool:
     """Synchronous entry point for the CLI."""
-    return asyncio.run(run_demo(echo, db_url))
+    return asyncio.run(run_demo(echo, db_url, sample))

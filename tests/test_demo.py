@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from pseudowa.proxy.demo import run_demo
 
+SAMPLE = Path(__file__).resolve().parent.parent / "cassettes" / "image-round-trip"
 
-async def test_demo_transcript_shows_each_step() -> None:
+
+@pytest.mark.parametrize("sample", [SAMPLE, None], ids=["shipped-sample", "recorded-first"])
+async def test_demo_transcript_shows_each_step(sample: Path | None) -> None:
     lines: list[str] = []
-    assert await run_demo(lines.append)
+    assert await run_demo(lines.append, sample=sample)
+    assert ("image sample" in lines[0]) == (sample is not None)
     text = "\n".join(lines)
     assert "verified handshake" in text
     assert "webhook signed OK" in text
