@@ -140,6 +140,9 @@ def plan_deliveries(exchanges: list[Exchange]) -> tuple[list[Delivery], set[str]
                     body=x.request_body, offset_s=x.started_at - t0, label=label, signing=signing
                 )
             )
+    # The store keeps exchanges in the order they finished; Meta sends in the order
+    # deliveries start, so a webhook the bot answered slowly must not move later.
+    out.sort(key=lambda d: d.offset_s)
     return out, held
 
 
