@@ -283,7 +283,24 @@ def _csv_statuses(_ctx: click.Context, _param: click.Parameter, value: str) -> t
     return chosen
 
 
-@cli.command("replay")
+REPLAY_EPILOG = """\b
+A bot that cannot change its Graph base URL (https://graph.facebook.com):
+add --proxy-port 8093 and run the bot with
+  HTTPS_PROXY=http://127.0.0.1:8093
+  SSL_CERT_FILE=~/.mitmproxy/mitmproxy-ca-cert.pem   (Python's ssl, aiohttp)
+  REQUESTS_CA_BUNDLE=<the same file>                 (Python requests)
+  NODE_EXTRA_CA_CERTS=<the same file>                (Node)
+Requests for graph.facebook.com and lookaside.fbsbx.com (and --redirect-host)
+then reach the fake Graph API; media URLs are handed out as
+https://lookaside.fbsbx.com/... so downloads take the proxy too. Other hosts
+pass through. The CA is mitmproxy's, in --confdir: bots read it when they start,
+so create it first with `pseudowa ca [--confdir DIR]` (it prints the path). The
+exact lines to use are printed on stderr at start. aiohttp honours HTTPS_PROXY
+only with ClientSession(trust_env=True).
+"""
+
+
+@cli.command("replay", epilog=REPLAY_EPILOG)
 @click.argument("name")
 @click.option("--bot", "bot_url", required=True, metavar="URL",
               help="The bot's webhook URL, e.g. http://127.0.0.1:8000/webhook.")
@@ -343,6 +360,14 @@ def _csv_statuses(_ctx: click.Context, _param: click.Parameter, value: str) -> t
 @click.option("--journal", "journal_name", default=None, metavar="NAME",
               help="Name of the run's journal cassette (default NAME.run-<time>).")
 @click.option("--no-journal", is_flag=True, help="Do not keep the run's journal in the store.")
+@click.option("--proxy-port", default=None, type=click.IntRange(0, 65535), metavar="PORT",
+              help="Also run an HTTP(S) proxy here (on --graph-host) that sends Meta's hosts to "
+                   "the fake Graph API, for a bot using HTTPS_PROXY (0 picks a free port).")
+@click.option("--confdir", metavar="DIR", default=None,
+              help="With --proxy-port: mitmproxy's configuration directory, where its CA lives "
+                   "[default: ~/.mitmproxy].")
+@click.option("--redirect-host", "redirect_hosts", multiple=True, metavar="HOST",
+              help="With --proxy-port: also send this host to the fake Graph API (repeatable).")
 def replay_cmd(name: str, bot_url: str, db: str | None, check_: bool, as_json: bool,
                **kw: Any) -> None:
     """Replay cassette NAME against the bot at --bot, then compare its sends with the recording.
@@ -451,6 +476,21 @@ def record_cmd(name: str, db: str | None, no_proxy: bool, record_mode: str, **kw
     run_record(options, on_line=click.echo)
 
 
+@cli.command("ca")
+@click.option("--confdir", metavar="DIR", default=None,
+              help="mitmproxy's configuration directory [default: ~/.mitmproxy].")
+def ca_cmd(confdir: str | None) -> None:
+    """Print the path of mitmproxy's CA certificate, creating it first if missing.
+
+    Bots using HTTPS_PROXY with `pseudowa record` or `pseudowa replay --proxy-port` must
+    trust it, and read it when they start, so make it before starting the bot, e.g.
+    `export SSL_CERT_FILE=$(pseudowa ca)`.
+    """
+    from pseudowa.proxy.mitm import ensure_ca
+
+    click.echo(str(ensure_ca(confdir)))
+
+
 @cli.command("demo")
 @click.option("--sample", type=click.Path(path_type=Path), default=Path("cassettes/image-round-trip"),
               show_default=True, help="Exported image cassette to replay (recorded first if absent).")
@@ -480,6 +520,10 @@ def _run_replay(
 
     if kw["no_sign"] and kw["bad_signature"]:
         raise UserError("--no-sign and --bad-signature exclude each other")
+    if kw["proxy_port"] is None:
+        for option, given in (("--confdir", kw["confdir"]), ("--redirect-host", kw["redirect_hosts"])):
+            if given:
+                raise UserError(f"{option} only applies with --proxy-port")
     store.get_cassette(name)  # an unknown name fails here, before any port is opened
     options = ReplayOptions(
         emitter=EmitterConfig(
@@ -516,6 +560,9 @@ def _run_replay(
         quiet_s=kw["quiet_s"],
         journal=not kw["no_journal"],
         journal_name=kw["journal_name"],
+        proxy_port=kw["proxy_port"],
+        confdir=kw["confdir"],
+        redirect_hosts=tuple(kw["redirect_hosts"]),
     )
 
     def show(attempt: Attempt, outcome: Outcome) -> None:
@@ -524,7 +571,10 @@ def _run_replay(
         retry = f" retry {attempt.attempt}" if attempt.attempt else ""
         click.echo(f"  -> {outcome.label}{copy}{retry}: {result}", err=True)
 
-    replay = Replay(store, name, options, on_attempt=show if progress else None)
+    def note(line: str) -> None:  # the proxy's banner and mitmproxy's warnings
+        click.echo(line, err=True)
+
+    replay = Replay(store, name, options, on_attempt=show if progress else None, on_line=note)
     try:
         return asyncio.run(replay.run())
     except VerifyFailed as e:

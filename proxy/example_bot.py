@@ -5,6 +5,9 @@ Run it against Meta, or against pseudowa's fake Graph API::
     WA_GRAPH_URL=https://graph.facebook.com WA_TOKEN=... WA_APP_SECRET=... \\
     WA_VERIFY_TOKEN=... python -m pseudowa.proxy.example_bot --port 8000
 
+or, keeping Meta's URLs, through `pseudowa replay ... --proxy-port 8093` with
+HTTPS_PROXY=http://127.0.0.1:8093 SSL_CERT_FILE=~/.mitmproxy/mitmproxy-ca-cert.pem.
+
 What it does, per inbound message (each wamid once): text -> "echo: <body>" quoting the
 message, and mark it read; "menu" -> two reply buttons; a button or list choice ->
 "you chose <id>"; media -> fetch it, check its sha256, say so; location -> "nice place";
@@ -265,7 +268,11 @@ def make_app(config: BotConfig) -> web.Application:
     bot = app[BOT_KEY] = Bot(config)
 
     async def client_session(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        # trust_env: HTTPS_PROXY / NO_PROXY are honoured, as a bot behind a proxy (or
+        # replayed through `pseudowa replay --proxy-port`) needs. Certificates are checked
+        # against the default trust store, which SSL_CERT_FILE replaces.
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout, trust_env=True) as session:
             bot.session = session
             yield
             bot.session = None

@@ -3,10 +3,17 @@
 `Replay.run()` starts the fake Graph API, performs the verify handshake, delivers
 the cassette's webhooks, emits status webhooks for the bot's sends, waits for the
 bot to go quiet, then compares the run with the recording.
+
+With `proxy_port` set, a mitmproxy regular proxy runs alongside (proxy/mitm.py, in a
+thread of its own) with the `Redirect` addon: a bot that keeps Meta's URLs and uses
+HTTPS_PROXY, trusting mitmproxy's CA, reaches the fake Graph API all the same. Media
+URLs are then handed out as https://lookaside.fbsbx.com/..., so downloads go through
+the proxy too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -18,11 +25,13 @@ from datetime import datetime
 from datetime import timezone
 from typing import Any
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pseudowa.storage.records import Exchange
 from pseudowa.storage.store import CassetteStore
 
 from . import check
+from . import mitm
 from .contract import webhooks
 from .contract.errors import GraphError
 from .contract.matching import graph_version
@@ -34,6 +43,7 @@ from .emitter import Delivery
 from .emitter import Emitter
 from .emitter import EmitterConfig
 from .emitter import Outcome
+from .errors import UserError
 from .graph import FakeGraph
 from .graph import GraphConfig
 from .journal import Journal
@@ -41,6 +51,9 @@ from .statuses import choose_failure
 from .statuses import plan_statuses
 
 logger = logging.getLogger(__name__)
+
+MEDIA_URL = "https://lookaside.fbsbx.com"  # base of media URLs handed out in proxy mode
+_WILDCARD_HOSTS = ("0.0.0.0", "::")
 
 DEFAULT_STATUSES = ("sent", "delivered", "read")
 # An exchange annotation set by `pseudowa cassette mutate break-signature|remove-signature`:
@@ -67,6 +80,22 @@ class ReplayOptions:
     quiet_s: float = 1.0  # the bot is done when nothing happened for this long
     journal: bool = True
     journal_name: str | None = None
+    # A regular HTTP(S) proxy on graph_host:proxy_port sending Meta's hosts to the fake
+    # Graph API (0 picks a free port; None: no proxy).
+    proxy_port: int | None = None
+    confdir: str | None = None  # mitmproxy's confdir, where its CA lives; None: ~/.mitmproxy
+    redirect_hosts: tuple[str, ...] = ()  # redirected besides graph.facebook.com, lookaside
+
+
+def proxy_banner(proxy_url: str, graph_url: str, ca: str, hosts: Iterable[str]) -> list[str]:
+    """Where the proxy is, what it does, and the environment a bot needs to use it."""
+    return [
+        f"proxy    {proxy_url}: {', '.join(hosts)} -> fake Graph API {graph_url}; "
+        "other hosts pass through",
+        f"         trust mitmproxy's CA certificate {ca}; run the bot with",
+        f"         HTTPS_PROXY={proxy_url} SSL_CERT_FILE={ca} REQUESTS_CA_BUNDLE={ca} "
+        f"NODE_EXTRA_CA_CERTS={ca}",
+    ]
 
 
 @dataclass
@@ -169,6 +198,8 @@ class ReplayReport:
     never_triggered: list[str]
     unmatched: list[str]
     statuses_emitted: int = 0
+    proxy_url: str | None = None  # the redirecting proxy, when there was one
+    redirected: int = 0  # requests it sent to the fake Graph API
 
     @property
     def ok(self) -> bool:
@@ -180,6 +211,7 @@ class ReplayReport:
             "cassette": self.cassette,
             "journal": self.journal,
             "graph_url": self.graph_url,
+            "proxy": {"url": self.proxy_url, "redirected": self.redirected} if self.proxy_url else None,
             "ok": self.ok,
             "webhooks": {
                 "delivered": delivered,
@@ -217,6 +249,9 @@ class ReplayReport:
             lines.append(f"  note: {label} not emitted: the bot never made the send it reports on")
         for u in self.unmatched:
             lines.append(f"! {u}")
+        if self.proxy_url:
+            lines.append(f"proxy {self.proxy_url}: {self.redirected} requests redirected "
+                         "to the fake Graph API")
         lines.extend(c.diff_lines())
         lines.append("check: OK" if self.ok else "check: DIFFERENT")
         if self.journal:
@@ -246,12 +281,15 @@ class Replay:
         cassette: str,
         options: ReplayOptions,
         on_attempt: Callable[[Attempt, Outcome], None] | None = None,
+        on_line: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_line` gets the proxy's banner and mitmproxy's warnings (from its thread)."""
         self.store = store
         self.options = options
         self.recording = load_recording(store, cassette)
         self._rng = random.Random(options.emitter.seed)
         self._on_attempt = on_attempt
+        self._on_line = on_line
         self.statuses_emitted = 0
         self.journal_name: str | None = None
         self.emitter: Emitter | None = None
@@ -283,6 +321,12 @@ class Replay:
     async def run(self) -> ReplayReport:
         """Deliver everything, wait for quiet, check; the servers are stopped on return."""
         opts = self.options
+        if opts.proxy_port is not None:
+            if opts.proxy_port and opts.proxy_port == opts.graph_port:
+                raise UserError(f"the proxy and the fake Graph API cannot share port "
+                                f"{opts.proxy_port}: give each its own")
+            # Before the journal is created: a port taken leaves nothing behind.
+            mitm.check_free(opts.graph_host, opts.proxy_port, "proxy")
         journal = Journal()
         if opts.journal:
             self.journal_name = opts.journal_name or journal_name_for(self.recording.name)
@@ -298,8 +342,12 @@ class Replay:
             for link in self.store.list_media(self.recording.name):
                 self.store.link_media(self.journal_name, link.media_id, link.sha256, link.mime_type)
             journal = Journal(self.store, self.journal_name)
+        graph_config = opts.graph
+        if opts.proxy_port is not None and not graph_config.public_base_url:
+            # Meta-looking media URLs, downloaded through the proxy like the real ones.
+            graph_config = dataclasses.replace(graph_config, public_base_url=MEDIA_URL)
         graph = FakeGraph(
-            opts.graph,
+            graph_config,
             store=self.store,
             cassette=self.recording.name,
             journal=journal,
@@ -307,12 +355,18 @@ class Replay:
         )
         graph_url = await graph.start(opts.graph_host, opts.graph_port)
         self.emitter = Emitter(opts.emitter, journal=journal, on_attempt=self._on_attempt)
+        proxy: mitm.ProxyThread | None = None
+        redirect: Any = None
         try:
+            if opts.proxy_port is not None:
+                proxy, redirect = await self._start_proxy(graph_url)
             await self.emitter.verify()
             self.emitter.add(self.recording.deliveries)
             await self.emitter.wait_idle(opts.quiet_s)
         finally:
             await self.emitter.close()
+            if proxy is not None:
+                await proxy.stop()
             await graph.stop()
             await journal.close()
         result = check.compare(self.recording.exchanges, journal.exchanges, opts.graph.volatile)
@@ -328,4 +382,37 @@ class Replay:
             # the check's diff already shows sends the recording lacks.
             unmatched=[str(u) for u in graph.unmatched] if opts.graph.strict else [],
             statuses_emitted=self.statuses_emitted,
+            proxy_url=proxy.url if proxy is not None else None,
+            redirected=redirect.redirected if redirect is not None else 0,
         )
+
+    async def _start_proxy(self, graph_url: str) -> tuple[mitm.ProxyThread, Any]:
+        """The redirecting proxy, listening, its banner shown; and its Redirect addon."""
+        from pseudowa.addons.redirect import META_HOSTS
+        from pseudowa.addons.redirect import Redirect
+
+        opts = self.options
+        assert opts.proxy_port is not None
+        # The fake may listen on every interface; the proxy reaches it on loopback.
+        host = urlsplit(graph_url).hostname
+        if host in _WILDCARD_HOSTS:
+            loopback = "127.0.0.1" if host == "0.0.0.0" else "[::1]"
+            graph_url = graph_url.replace(mitm.show_host(host), loopback, 1)
+        redirect = Redirect()
+        proxy = mitm.ProxyThread(
+            host=opts.graph_host,
+            port=opts.proxy_port,
+            addons=[redirect],
+            options={
+                "pseudowa_redirect_target": graph_url,
+                "pseudowa_redirect_hosts": list(opts.redirect_hosts),
+            },
+            confdir=opts.confdir,
+            on_line=self._on_line,
+        )
+        url = await proxy.start()
+        if self._on_line is not None:
+            hosts = dict.fromkeys((*META_HOSTS, *opts.redirect_hosts))
+            for line in proxy_banner(url, graph_url, str(proxy.ca_cert_path), hosts):
+                self._on_line(line)
+        return proxy, redirect

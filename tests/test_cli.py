@@ -58,7 +58,7 @@ def test_version(runner: CliRunner) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["db"], ["db", "upgrade"], ["db", "current"], ["cassette"], ["cassette", "ls"], ["replay"],
+    [[], ["db"], ["db", "upgrade"], ["db", "current"], ["cassette"], ["cassette", "ls"], ["replay"], ["ca"],
      ["cassette", "show"], ["cassette", "rm"], ["cassette", "cp"]],
 )
 def test_every_command_has_help(runner: CliRunner, args: list[str]) -> None:
@@ -194,15 +194,17 @@ def _free_port() -> int:
 class _BotProcess:
     """The example bot in its own process, as a user would run it."""
 
-    def __init__(self, graph_port: int) -> None:
+    def __init__(self, graph_port: int, graph_url: str | None = None, **extra_env: str) -> None:
         import os
         import subprocess
         import sys
 
         self.port = _free_port()
-        env = {**os.environ, "WA_GRAPH_URL": f"http://127.0.0.1:{graph_port}",
+        # The bot honours proxy variables (trust_env): none is inherited from the machine.
+        inherited = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        env = {**inherited, "WA_GRAPH_URL": graph_url or f"http://127.0.0.1:{graph_port}",
                "WA_TOKEN": "pseudowa-access-token", "WA_APP_SECRET": "pseudowa-app-secret",
-               "WA_VERIFY_TOKEN": "pseudowa-verify-token"}
+               "WA_VERIFY_TOKEN": "pseudowa-verify-token", **extra_env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pseudowa.proxy.example_bot", "--port", str(self.port)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -282,3 +284,79 @@ def test_replay_user_mistakes_are_one_line(runner: CliRunner, db: str) -> None:
     assert "verify handshake failed" in line
     bad = runner.invoke(cli, ["replay", "greeting", "--bot", "x", "--db", db, "--duplicate", "2"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+# -- replay through HTTPS_PROXY --------------------------------------------------------------
+
+SAMPLE = Path(__file__).resolve().parents[1] / "cassettes" / "image-round-trip"
+
+
+def test_replay_through_https_proxy_for_a_bot_keeping_metas_urls(runner: CliRunner, tmp_path: Path) -> None:
+    """The example bot as a user runs it behind the proxy: Meta's URLs, HTTPS_PROXY and
+    mitmproxy's CA in SSL_CERT_FILE; nothing resolves graph.facebook.com."""
+    confdir = tmp_path / "mitmproxy"
+    made = runner.invoke(cli, ["ca", "--confdir", str(confdir)])  # before the bot reads it
+    assert made.exit_code == 0, made.output
+    ca = made.stdout.strip()
+    assert ca == str(confdir / "mitmproxy-ca-cert.pem")
+    proxy_port = _free_port()
+    proxy_url = f"http://127.0.0.1:{proxy_port}"
+    bot = _BotProcess(0, graph_url="https://graph.facebook.com", HTTPS_PROXY=proxy_url,
+                      SSL_CERT_FILE=ca)
+    try:
+        result = runner.invoke(cli, [
+            "replay", str(SAMPLE), "--bot", bot.url, "--graph-port", "0",
+            "--proxy-port", str(proxy_port), "--confdir", str(confdir),
+            "--speed", "0", "--quiet", "0.3", "--check", "--json",
+            "--retry-time-scale", "1e-6",  # a bot failing on the proxy fails fast, not in days
+        ])
+    finally:
+        bot.stop()
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["ok"] is True
+    assert summary["check"]["run_sends"] == summary["check"]["recorded_sends"] == 1
+    # Look-up, download (from the lookaside URL handed out) and reply all took the proxy;
+    # the recorded reply, which --check compared, says the media's sha256 matched.
+    assert summary["proxy"] == {"url": proxy_url, "redirected": 3}
+    recorded = json.loads((SAMPLE / "cassette.json").read_text())
+    sends = [x for x in recorded["interactions"] if x["method"] == "POST" and x["kind"] == "graph"]
+    assert "sha256 ok" in json.dumps(sends)
+    # The banner went to stderr, with what to set.
+    assert f"HTTPS_PROXY={proxy_url} SSL_CERT_FILE={ca} REQUESTS_CA_BUNDLE={ca}" in result.stderr
+    assert f"NODE_EXTRA_CA_CERTS={ca}" in result.stderr
+    assert len(result.stderr.splitlines()) == 3, result.stderr  # the banner, nothing else
+
+
+def test_replay_proxy_port_taken_is_one_line(runner: CliRunner, db: str, tmp_path: Path) -> None:
+    import socket
+
+    _seed(db)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = _one_line_error(runner.invoke(cli, [
+            "replay", "greeting", "--bot", "http://127.0.0.1:9/x", "--db", db, "--graph-port", "0",
+            "--proxy-port", str(port), "--confdir", str(tmp_path / "mitmproxy")]))
+    assert line == (f"Error: cannot listen on 127.0.0.1:{port} for the proxy listener: "
+                    "Address already in use (choose another with --proxy-port)")
+    with CassetteStore.open(db) as store:  # refused before a journal was created
+        assert [c.name for c in store.list_cassettes()] == ["greeting"]
+    line = _one_line_error(runner.invoke(cli, [
+        "replay", "greeting", "--bot", "http://127.0.0.1:9/x", "--db", db, "--confdir", "x"]))
+    assert "--confdir only applies with --proxy-port" in line
+    line = _one_line_error(runner.invoke(cli, [
+        "replay", "greeting", "--bot", "http://127.0.0.1:9/x", "--db", db,
+        "--graph-port", "8765", "--proxy-port", "8765"]))
+    assert "cannot share port 8765" in line
+
+
+def test_replay_help_tells_how_to_use_the_proxy(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["replay", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for needle in ("--proxy-port PORT", "--confdir DIR", "--redirect-host HOST", "HTTPS_PROXY=",
+                   "SSL_CERT_FILE=", "REQUESTS_CA_BUNDLE=", "NODE_EXTRA_CA_CERTS=", "trust_env=True",
+                   "pseudowa ca"):
+        assert needle in text, needle

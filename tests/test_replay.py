@@ -248,3 +248,56 @@ async def test_every_emitted_webhook_is_valid_and_signed(harness: Harness) -> No
         assert wh.parse(body) is not None
     assert harness.bot.rejected_signatures == 0
     assert signature.verify(SECRET, received[0], signature.sign(SECRET, received[0]))
+
+
+async def test_proxy_mode_serves_a_bot_that_keeps_metas_urls(harness: Harness, tmp_path: Path) -> None:
+    """The bot calls https://graph.facebook.com through the proxy, trusting mitmproxy's CA,
+    and downloads from the https://lookaside.fbsbx.com URL the fake hands out."""
+    import dataclasses
+    import ssl
+
+    import aiohttp
+
+    from pseudowa.proxy.mitm import ensure_ca
+
+    recording = await harness.record(seeds.image_seed(harness.store))
+    confdir = str(tmp_path / "mitmproxy")
+    trust = ssl.create_default_context(cafile=str(ensure_ca(confdir)))  # verification on
+    proxy_port = free_port()
+    bot = harness.bot
+    direct = bot.session, bot.config
+    lines: list[str] = []
+    options = ReplayOptions(
+        emitter=EmitterConfig(bot_url=harness.bot_url, speed=0), graph_port=harness.graph_port,
+        quiet_s=0.3, proxy_port=proxy_port, confdir=confdir, journal_name="through-proxy",
+    )
+    async with aiohttp.ClientSession(proxy=f"http://127.0.0.1:{proxy_port}",
+                                     connector=aiohttp.TCPConnector(ssl=trust)) as session:
+        bot.session = session
+        bot.config = dataclasses.replace(bot.config, graph_base_url="https://graph.facebook.com")
+        try:
+            report = await Replay(harness.store, recording, options, on_line=lines.append).run()
+        finally:
+            bot.session, bot.config = direct
+    assert report.ok, "\n".join(report.render())
+    assert bot.media and bot.media[0].sha256_ok
+    assert bot.replies[0]["text"]["body"].endswith("sha256 ok)")
+    assert report.redirected == 3  # media look-up, download, reply
+    assert report.to_json()["proxy"] == {"url": f"http://127.0.0.1:{proxy_port}", "redirected": 3}
+    assert f"proxy http://127.0.0.1:{proxy_port}: 3 requests redirected" in "\n".join(report.render())
+    ca = str(tmp_path / "mitmproxy" / "mitmproxy-ca-cert.pem")
+    assert lines == [
+        (f"proxy    http://127.0.0.1:{proxy_port}: graph.facebook.com, lookaside.fbsbx.com -> "
+         f"fake Graph API http://127.0.0.1:{harness.graph_port}; other hosts pass through"),
+        f"         trust mitmproxy's CA certificate {ca}; run the bot with",
+        (f"         HTTPS_PROXY=http://127.0.0.1:{proxy_port} SSL_CERT_FILE={ca} "
+         f"REQUESTS_CA_BUNDLE={ca} NODE_EXTRA_CA_CERTS={ca}"),
+    ]
+    # The look-up handed out a Meta-looking URL; the download went to the fake all the same.
+    exchanges = list(harness.store.interactions("through-proxy"))
+    [lookup] = [x for x in exchanges if x.kind == "graph" and x.method == "GET"]
+    assert json.loads(lookup.response_body)["url"].startswith(
+        "https://lookaside.fbsbx.com/whatsapp_business/attachments/?")
+    assert [x.response_status for x in exchanges if x.kind == "media"] == [200]
+    with socket.socket() as s:  # the proxy is gone
+        assert s.connect_ex(("127.0.0.1", proxy_port)) != 0

@@ -1,0 +1,117 @@
+"""Send Meta's hosts to the fake Graph API: the addon behind `pseudowa replay --proxy-port`.
+
+A bot that cannot change its Graph base URL keeps calling https://graph.facebook.com
+and downloading from https://lookaside.fbsbx.com. Run it with HTTPS_PROXY pointing at
+a mitmproxy regular proxy holding this addon (and trusting mitmproxy's CA): every
+request for those hosts, or for a host added with `pseudowa_redirect_hosts`, goes to
+`pseudowa_redirect_target` instead, path and query unchanged. The fake then sees the
+same requests as from a bot pointed at it directly.
+
+Other hosts pass through untouched: a bot may call other services (its own database
+API, a translation service) during a replay, and refusing them would break runs that
+have nothing to do with WhatsApp. Where there is no network (offline CI) such calls
+fail as they would without the proxy, with mitmproxy's 502.
+
+Run it on its own with `mitmdump -s addons/redirect.py --set
+pseudowa_redirect_target=http://127.0.0.1:8080 --set connection_strategy=lazy`
+(lazy, so that mitmproxy never connects to Meta before the request is redirected).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from mitmproxy import ctx
+from mitmproxy import exceptions
+from mitmproxy import http
+
+logger = logging.getLogger(__name__)
+
+META_HOSTS = ("graph.facebook.com", "lookaside.fbsbx.com")
+REDIRECTED_FROM = "pseudowa_redirected_from"  # flow.metadata key: the URL before redirection
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_target(url: str) -> tuple[str, str, int]:
+    """`http[s]://host[:port]` as (scheme, host, port); ValueError when unusable."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"expected http://host:port or https://host:port, not {url!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"invalid port in {url!r}") from None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"takes scheme, host and port only (no path or query): {url!r}")
+    return parts.scheme, parts.hostname, port or _DEFAULT_PORTS[parts.scheme]
+
+
+def _normal_host(host: str) -> str:
+    return host.strip().lower().rstrip(".").strip("[]")
+
+
+class Redirect:
+    """Rewrites the destination of requests for Meta's hosts; counts what it redirected."""
+
+    def __init__(self) -> None:
+        self.target: tuple[str, str, int] | None = None
+        self.hosts: frozenset[str] = frozenset(META_HOSTS)
+        self.redirected = 0
+
+    def load(self, loader):
+        loader.add_option(
+            "pseudowa_redirect_target",
+            str,
+            "",
+            """
+            Where requests for Meta's hosts go instead, as http://host:port (the fake
+            Graph API of `pseudowa replay`). Empty: nothing is redirected.
+            """,
+        )
+        loader.add_option(
+            "pseudowa_redirect_hosts",
+            Sequence[str],
+            [],
+            f"Hosts redirected besides {' and '.join(META_HOSTS)} (any port).",
+        )
+
+    def configure(self, updated):
+        if "pseudowa_redirect_target" in updated:
+            target = ctx.options.pseudowa_redirect_target
+            if not target:
+                self.target = None
+            else:
+                try:
+                    self.target = parse_target(target)
+                except ValueError as e:
+                    raise exceptions.OptionsError(f"pseudowa_redirect_target: {e}") from e
+        if "pseudowa_redirect_hosts" in updated:
+            extra = [_normal_host(h) for h in ctx.options.pseudowa_redirect_hosts]
+            bad = next((h for h in extra if not h or "/" in h or " " in h), None)
+            if bad is not None:
+                raise exceptions.OptionsError(
+                    f"pseudowa_redirect_hosts: {bad!r} is not a host name"
+                )
+            self.hosts = frozenset((*META_HOSTS, *extra))
+
+    def redirects(self, host: str) -> bool:
+        """Whether requests for `host` go to the target."""
+        return self.target is not None and _normal_host(host) in self.hosts
+
+    # `requestheaders`, not `request`: the destination must change before mitmproxy
+    # opens a server connection, which it does right after this hook for a streamed body.
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if self.target is None or flow.response is not None or flow.error is not None:
+            return
+        if not self.redirects(flow.request.host):
+            return
+        before = flow.request.url
+        scheme, host, port = self.target
+        flow.request.scheme = scheme
+        flow.request.host = host  # the Host header follows (mitmproxy updates it)
+        flow.request.port = port
+        flow.metadata[REDIRECTED_FROM] = before
+        self.redirected += 1
+        logger.debug("redirected %s to %s", before, flow.request.url)
