@@ -6,12 +6,13 @@ compare what a bot sends now with what it sent when recorded.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
+from fnmatch import translate
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +20,8 @@ from .webhooks import MEDIA_TYPES
 
 _VERSION = re.compile(r"^/v\d+(?:\.\d+)?(?=/|$)")
 IGNORED = "<ignored>"
+# What RequestShape.key() serialises with: json.dumps(..., sort_keys=True), built once.
+_KEY_ENCODER = json.JSONEncoder(sort_keys=True)
 # Values that differ between runs without the bot doing anything different:
 # ids of media uploaded during the run, and clocks.
 DEFAULT_VOLATILE: tuple[str, ...] = (
@@ -42,19 +45,58 @@ def graph_version(url_or_path: str) -> str | None:
     return match.group(0).lstrip("/") if match else None
 
 
+class _VolatileMatcher:
+    """Tells whether a dotted path matches any of a set of `fnmatch` patterns.
+
+    Matching is on the path of every field of every request the fake answers: testing
+    the ~10 default patterns one `fnmatchcase` call at a time cost more than all the
+    rest of a send. The patterns are compiled into one regex (fnmatch's own
+    translation, so the semantics are fnmatchcase's) and the verdict is remembered
+    per path, since a bot sends the same few shapes over and over.
+    """
+
+    # A bound on the remembered paths: field names are the bot's choice.
+    MAX_PATHS = 4096
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        self._regex = re.compile("|".join(translate(p) for p in patterns)) if patterns else None
+        self._verdicts: dict[str, bool] = {}
+
+    def __call__(self, path: str) -> bool:
+        verdict = self._verdicts.get(path)
+        if verdict is None:
+            verdict = self._regex is not None and self._regex.match(path) is not None
+            if len(self._verdicts) >= self.MAX_PATHS:
+                self._verdicts.clear()
+            self._verdicts[path] = verdict
+        return verdict
+
+
+@functools.lru_cache(maxsize=64)
+def _volatile_matcher(patterns: tuple[str, ...]) -> _VolatileMatcher:
+    return _VolatileMatcher(patterns)
+
+
 def normalize(value: Any, volatile: Sequence[str] = DEFAULT_VOLATILE, _path: str = "") -> Any:
     """A copy of a JSON value with fields matching `volatile` patterns replaced by a marker."""
+    return _normalize(value, _volatile_matcher(tuple(volatile)), _path)
+
+
+def _normalize(value: Any, is_volatile: _VolatileMatcher, _path: str) -> Any:
     if isinstance(value, dict):
         out = {}
         for key in sorted(value):
             path = f"{_path}.{key}" if _path else str(key)
-            if any(fnmatchcase(path, pattern) for pattern in volatile):
+            if is_volatile(path):
                 out[key] = IGNORED
+            elif isinstance(child := value[key], (dict, list)):
+                out[key] = _normalize(child, is_volatile, path)
             else:
-                out[key] = normalize(value[key], volatile, path)
+                out[key] = child  # a scalar: no copy, no call
         return out
     if isinstance(value, list):
-        return [normalize(v, volatile, f"{_path}[]") for v in value]
+        path = f"{_path}[]"
+        return [_normalize(v, is_volatile, path) for v in value]
     return value
 
 
@@ -80,12 +122,19 @@ class RequestShape:
     def of(
         cls, method: str, url: str, body: bytes, volatile: Sequence[str] = DEFAULT_VOLATILE
     ) -> RequestShape:
-        parsed = parse_json(body)
+        return cls.of_parsed(method, url, parse_json(body), volatile)
+
+    @classmethod
+    def of_parsed(
+        cls, method: str, url: str, parsed: Any, volatile: Sequence[str] = DEFAULT_VOLATILE
+    ) -> RequestShape:
+        """`of` for a body already parsed as JSON (None when it is not JSON): no second parse."""
         return cls(method.upper(), normalize_path(url), normalize(parsed, volatile))
 
     def key(self) -> str:
         """A hashable, canonical form of the whole shape."""
-        return json.dumps([self.method, self.path, self.body], sort_keys=True)
+        # json.dumps(..., sort_keys=True) would build a new encoder on every call.
+        return _KEY_ENCODER.encode([self.method, self.path, self.body])
 
     def describe(self) -> str:
         return f"{self.method} {self.path} {json.dumps(self.body, sort_keys=True)[:200]}"
