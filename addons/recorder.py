@@ -5,6 +5,10 @@ finished exchange is classified (Meta's webhook to the bot, the bot's Graph API
 call, a media download), scrubbed of secrets (and optionally of personal
 data), and appended to the cassette in completion order. A failed write stops
 the proxy: letting traffic through unrecorded is worse than stopping loudly.
+
+Exchanges are scrubbed on the event loop as they finish and queued; one writer
+task appends whatever has queued up in a single transaction (in a worker thread)
+while the next ones gather. Each flow is let through once its own write is done.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import asyncio
 import base64
 import binascii
 import collections
+import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import logging
 import time
@@ -23,10 +29,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from typing import Literal
+from typing import cast
 from urllib.parse import parse_qsl
 from urllib.parse import urlsplit
 
 from mitmproxy import ctx
+from sqlalchemy import func
+from sqlalchemy import insert
+from sqlalchemy import Connection
+from sqlalchemy import Table
+from sqlalchemy import bindparam
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import SQLAlchemyError
 from mitmproxy import exceptions
 from mitmproxy import http
 from mitmproxy.proxy import mode_specs
@@ -37,7 +52,9 @@ from pseudowa.proxy.contract import signature
 from pseudowa.proxy.contract import webhooks
 from pseudowa.proxy.contract.media_url import DOWNLOAD_PATH
 from pseudowa.proxy.journal import event_data
+from pseudowa.storage import models
 from pseudowa.storage.errors import CassetteExists
+from pseudowa.storage.errors import CassetteNotFound
 from pseudowa.storage.errors import StoreError
 from pseudowa.storage.records import EventData
 from pseudowa.storage.records import Exchange
@@ -53,23 +70,31 @@ MODES = ("new", "append", "overwrite")
 SOURCES = (Source.META.value, Source.SANDBOX.value)
 DEFAULT_GRAPH_UPSTREAMS = ["https://graph.facebook.com"]
 DEFAULT_MEDIA_HOSTS = ["lookaside.fbsbx.com"]
+DEFAULT_MEDIA_UPSTREAMS = ["https://lookaside.fbsbx.com"]
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _ATTACHMENTS = DOWNLOAD_PATH.rstrip("/")
 _STORE_OPTIONS = frozenset(
     {"pseudowa_db", "pseudowa_cassette", "pseudowa_mode", "pseudowa_source"}
 )
 _ROUTE_OPTIONS = frozenset(
-    {"pseudowa_webhook_upstream", "pseudowa_graph_upstreams", "pseudowa_media_hosts"}
+    {
+        "pseudowa_webhook_upstream",
+        "pseudowa_graph_upstreams",
+        "pseudowa_media_upstreams",
+        "pseudowa_media_hosts",
+    }
 )
 _RECORDED = "pseudowa_recorded"  # flow.metadata key: the seq the flow was stored at
 _MEDIA_ID = "pseudowa_media_id"  # flow.metadata key: the media id a look-up answered for
 INCOMPLETE = "recording stopped before the exchange finished"
+MAX_BATCH = 256  # exchanges appended in one transaction at most
 _MIN_LEARNED = 16  # shorter "tokens" seen in traffic are not learned as secrets
 
 
 # -- classification (pure) ---------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)  # a listener's target is parsed for each of its flows
 def parse_target(spec: str, default_scheme: str = "https") -> tuple[str, str, int]:
     """`scheme://host[:port][/path]` or `host[:port]` as (scheme, lowercase host, port)."""
     text = spec.strip()
@@ -92,21 +117,47 @@ def parse_target(spec: str, default_scheme: str = "https") -> tuple[str, str, in
 
 @dataclass(frozen=True)
 class Routes:
-    """Which upstreams make a flow a webhook, a Graph call or a media download."""
+    """Which upstreams make a flow a webhook, a Graph call or a media download.
+
+    `graph` and `media` are (host, port) of upstreams: matched against the target of the
+    reverse listener a flow came through, and against where a flow goes. `media_hosts`
+    are matched by host alone, and only for flows that did not come through a reverse
+    listener targeting a known upstream (i.e. the regular HTTP(S) proxy listener).
+    """
 
     webhook: tuple[str, str, int] | None = None  # the bot's scheme, host, port
     graph: frozenset[tuple[str, int]] = frozenset({("graph.facebook.com", 443)})
     media_hosts: frozenset[str] = frozenset(DEFAULT_MEDIA_HOSTS)
+    media: frozenset[tuple[str, int]] = frozenset({("lookaside.fbsbx.com", 443)})
 
     @classmethod
     def parse(
-        cls, webhook_upstream: str, graph_upstreams: Sequence[str], media_hosts: Sequence[str]
+        cls,
+        webhook_upstream: str,
+        graph_upstreams: Sequence[str],
+        media_hosts: Sequence[str],
+        media_upstreams: Sequence[str] = (),
     ) -> Routes:
         """Routes from option values; ValueError names the value that does not parse."""
         webhook = parse_target(webhook_upstream, "http") if webhook_upstream else None
         graph = frozenset(parse_target(g)[1:] for g in graph_upstreams if g.strip())
         hosts = frozenset(parse_target(h)[1] for h in media_hosts if h.strip())
-        return cls(webhook, graph, hosts)
+        media = frozenset(parse_target(m)[1:] for m in media_upstreams if m.strip())
+        return cls(webhook, graph, hosts, media)
+
+    def by_listener(self, target: tuple[str, str, int]) -> FlowKind | None:
+        """The kind of every flow through a reverse listener to `target` (None: unknown).
+
+        One upstream serving both Graph and media (a fake) makes its listeners Graph
+        listeners: downloads through them are still told by their URL.
+        """
+        if target[1:] in self.graph:
+            return Kind.GRAPH.value
+        if target[1:] in self.media:
+            return Kind.MEDIA.value
+        if self.webhook is not None and target == self.webhook:
+            return Kind.WEBHOOK.value
+        return None
 
 
 def classify(
@@ -123,19 +174,35 @@ def classify(
     `url` is the request's (pretty) URL, `host`/`port` where it goes, `mode_data`
     the target of the reverse listener it came through ("" for other modes),
     and `known_media` the download URLs and `mid`s handed out by media look-ups.
-    Media first, then Graph, then the webhook.
+
+    A download (Meta's attachment path, or a URL or `mid` a media look-up handed
+    out) is media wherever it arrives. Any other flow through a reverse listener
+    whose target is a known upstream is what that listener is for: media, Graph or
+    webhook, whatever its host. The rest (the regular proxy listener, or a reverse
+    listener to an unknown target) goes by where it goes: media hosts, then Graph
+    upstreams, then media upstreams, then the webhook.
     """
     if method.upper() == "CONNECT":
         return None
     parts = urlsplit(url)
-    hosts = {host.lower(), (parts.hostname or "").lower()} - {""}
-    mid = dict(parse_qsl(parts.query)).get("mid")
+    mid = dict(parse_qsl(parts.query)).get("mid") if parts.query else None
     if (
         parts.path.startswith(_ATTACHMENTS)
-        or hosts & routes.media_hosts
         or url in known_media
         or (mid is not None and mid in known_media)
     ):
+        return Kind.MEDIA.value
+    if mode_data:
+        try:
+            target = parse_target(mode_data)
+        except ValueError:
+            pass
+        else:
+            kind = routes.by_listener(target)
+            if kind is not None:
+                return kind
+    hosts = {host.lower(), (parts.hostname or "").lower()} - {""}
+    if hosts & routes.media_hosts:
         return Kind.MEDIA.value
     destinations = {(host.lower(), port)}
     try:
@@ -144,17 +211,12 @@ def classify(
         url_port = None
     if parts.hostname and url_port:
         destinations.add((parts.hostname.lower(), url_port))
-    target = None
-    if mode_data:
-        try:
-            target = parse_target(mode_data)
-        except ValueError:
-            target = None
-    if destinations & routes.graph or (target is not None and target[1:] in routes.graph):
+    if destinations & routes.graph:
         return Kind.GRAPH.value
-    if routes.webhook is not None:
-        if target == routes.webhook or routes.webhook[1:] in destinations:
-            return Kind.WEBHOOK.value
+    if destinations & routes.media:
+        return Kind.MEDIA.value
+    if routes.webhook is not None and routes.webhook[1:] in destinations:
+        return Kind.WEBHOOK.value
     return None
 
 
@@ -211,6 +273,19 @@ class _MediaMeta:
     mime_type: str | None = None
 
 
+class _NotWritten(Exception):
+    """A write queued behind one that failed (or after the recording stopped): not attempted."""
+
+
+@dataclass
+class _Job:
+    """A queued write: its number in the queue and what awaits its seq."""
+
+    number: int
+    pending: _Pending
+    done: asyncio.Future[int]
+
+
 @dataclass
 class _Pending:
     """One exchange ready to be written, with what the write needs besides the row."""
@@ -243,10 +318,25 @@ class Recorder:
         self.media_meta: dict[str, _MediaMeta] = {}
         self.active_flows: dict[str, tuple[http.HTTPFlow, FlowKind]] = {}
         self._learned_secrets: set[str] = set()
+        self._secrets_cache: tuple[str, ...] | None = None  # from options and traffic
         self._phone_number_ids: set[str] = set()
         self._graph_version: str | None = None
         self._opened: tuple[str, str] | None = None  # (store URL, cassette) prepared
-        self._lock = asyncio.Lock()
+        # Created by this session in mode new: dropped on close if mitmproxy never served
+        # and nothing was written, so that a retry (after a port clash, say) works.
+        self._created_new = False
+        self._served = False  # `running` came, with every listener bound
+        # The writer: jobs in completion order, written by one task, a batch per transaction.
+        self._jobs: collections.deque[_Job] = collections.deque()
+        self._queued = 0  # jobs ever queued; numbers them
+        self._last_allowed: int | None = None  # after a failure: the last job still written
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._persisting = 0  # finished flows waiting for their write
+        # The writer's own thread and its own connection, kept across batches.
+        self._write_thread: concurrent.futures.ThreadPoolExecutor | None = None
+        self._conn: tuple[CassetteStore, Connection] | None = None
 
     def load(self, loader):
         loader.add_option(
@@ -317,10 +407,22 @@ class Recorder:
             "Graph API upstreams (scheme://host[:port]); flows to them are Graph calls.",
         )
         loader.add_option(
+            "pseudowa_media_upstreams",
+            Sequence[str],
+            list(DEFAULT_MEDIA_UPSTREAMS),
+            """
+            Media download upstreams (scheme://host[:port]); flows through a reverse
+            listener targeting one of them, or plain requests to them, are downloads.
+            """,
+        )
+        loader.add_option(
             "pseudowa_media_hosts",
             Sequence[str],
             list(DEFAULT_MEDIA_HOSTS),
-            "Hosts serving media downloads.",
+            """
+            Hosts serving media downloads, any port: for requests through the regular
+            proxy listener (a reverse listener goes by its target).
+            """,
         )
         loader.add_option(
             "pseudowa_media_rewrite",
@@ -351,6 +453,7 @@ class Recorder:
                     opts.pseudowa_webhook_upstream,
                     opts.pseudowa_graph_upstreams,
                     opts.pseudowa_media_hosts,
+                    opts.pseudowa_media_upstreams,
                 )
             except ValueError as e:
                 raise exceptions.OptionsError(f"pseudowa: {e}") from e
@@ -364,6 +467,8 @@ class Recorder:
                     "pseudowa_media_rewrite takes a base URL without a path, "
                     "e.g. http://127.0.0.1:8082"
                 )
+        if updated & {"pseudowa_app_secret", "pseudowa_secrets"}:
+            self._secrets_cache = None
         if "pseudowa_pseudonymize" in updated:
             self.pseudonymizer = redact.Pseudonymizer() if opts.pseudowa_pseudonymize else None
         if updated & _STORE_OPTIONS:
@@ -386,12 +491,13 @@ class Recorder:
         except StoreError as e:
             raise exceptions.OptionsError(f"cannot open the cassette store: {e}") from e
         try:
-            self._prepare(store, name)
+            created_new = self._prepare(store, name)
         except BaseException:
             store.close()
             raise
         self._close()
         self.store, self.cassette, self._opened = store, name, (url, name)
+        self._created_new = created_new
         self.failed = None
 
     def _run_store_call(self, call: Callable[[CassetteStore], object]) -> None:
@@ -401,9 +507,11 @@ class Recorder:
         except StoreError as e:
             raise exceptions.OptionsError(str(e)) from e
 
-    def _prepare(self, store: CassetteStore, name: str) -> None:
+    def _prepare(self, store: CassetteStore, name: str) -> bool:
+        """Create (or clear, or reuse) the cassette; True when created in mode new."""
         opts = ctx.options
         mode, source = opts.pseudowa_mode, opts.pseudowa_source
+        created_new = False
         try:
             if mode == "overwrite" and store.exists(name):
                 store.delete_cassette(name)
@@ -416,6 +524,7 @@ class Recorder:
                     )
             else:
                 store.create_cassette(name, source=source)
+                created_new = mode == "new"
             store.add_history(name, "record", self._history_arguments())
         except CassetteExists as e:
             raise exceptions.OptionsError(
@@ -423,6 +532,7 @@ class Recorder:
             ) from e
         except StoreError as e:
             raise exceptions.OptionsError(str(e)) from e
+        return created_new
 
     def _history_arguments(self) -> dict[str, Any]:
         """The recording's settings, minus anything secret."""
@@ -433,6 +543,7 @@ class Recorder:
             "pseudonymize": bool(opts.pseudowa_pseudonymize),
             "webhook_upstream": redact.scrub_url(opts.pseudowa_webhook_upstream, self._secrets()),
             "graph_upstreams": list(opts.pseudowa_graph_upstreams),
+            "media_upstreams": list(opts.pseudowa_media_upstreams),
             "media_hosts": list(opts.pseudowa_media_hosts),
             "media_rewrite": opts.pseudowa_media_rewrite,
             "signature_checked": bool(opts.pseudowa_app_secret),
@@ -444,31 +555,64 @@ class Recorder:
         self._close()
 
     def _close(self) -> None:
+        self._disconnect()
         if self.store is not None:
+            if self._created_new and not self._served and self.cassette is not None:
+                self._discard_if_empty(self.store, self.cassette)
             self.store.close()
         self.store, self.cassette, self._opened = None, None, None
+        self._created_new = False
 
-    def _secrets(self) -> list[str]:
-        opts = ctx.options
-        return [opts.pseudowa_app_secret, *opts.pseudowa_secrets, *self._learned_secrets]
+    def _discard_if_empty(self, store: CassetteStore, name: str) -> None:
+        """Delete the cassette this session created if it still holds nothing."""
+        if self.counts:
+            return
+        try:
+            info = store.get_cassette(name)
+            if info.interaction_count == 0 and info.media_count == 0:
+                store.delete_cassette(name)
+                logger.info("cassette %s deleted: mitmproxy did not start, nothing recorded", name)
+        except StoreError as e:
+            logger.warning("could not delete the empty cassette %s: %s", name, e)
+
+    def _secrets(self) -> tuple[str, ...]:
+        """Everything to scrub, longest first (kept: options are copied on every read)."""
+        if self._secrets_cache is None:
+            opts = ctx.options
+            found = {opts.pseudowa_app_secret, *opts.pseudowa_secrets, *self._learned_secrets}
+            self._secrets_cache = tuple(sorted(found - {""}, key=len, reverse=True))
+        return self._secrets_cache
 
     @property
     def recording(self) -> bool:
         return self.store is not None and self.failed is None
 
+    @property
+    def unfinished(self) -> int:
+        """Flows to record that are under way or not yet written (a stop waits for them)."""
+        return len(self.active_flows) + self._persisting
+
     # -- hooks ------------------------------------------------------------------------
+
+    def running(self) -> None:
+        # A listener that failed to bind (port taken) means mitmproxy is about to stop
+        # again (`pseudowa record` and mitmdump's error check both shut down then).
+        proxyserver = ctx.master.addons.get("proxyserver")
+        servers = list(getattr(proxyserver, "servers", ()) or ())
+        self._served = all(getattr(inst, "is_running", True) for inst in servers)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if self._kind(flow) is not None:
             flow.request.stream = False  # bodies are recorded whole
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if self._kind(flow) is not None and self.failed is not None and flow.killable:
+        if self.failed is not None and self._kind(flow) is not None and flow.killable:
             flow.kill()  # recording has stopped: let nothing through unrecorded
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if self._kind(flow) is not None and flow.response is not None:
-            flow.response.stream = False
+        response = flow.response
+        if response is not None and response.stream and self._kind(flow) is not None:
+            response.stream = False
 
     async def response(self, flow: http.HTTPFlow) -> None:
         if flow.websocket is not None:
@@ -488,18 +632,21 @@ class Recorder:
             await self._persist(flow, kind)
 
     async def done(self) -> None:
-        async with self._lock:
-            if self.store is not None:
-                if self.failed is None and self.active_flows:
-                    try:
-                        for f, kind in list(self.active_flows.values()):
-                            await self._write_and_report(
-                                self._prepare_write(f, kind, incomplete=True)
-                            )
-                    except Exception as e:
-                        self._fail(e, None)
-                self.active_flows.clear()
-                await asyncio.to_thread(self._close)
+        if self.store is not None and self.failed is None and self.active_flows:
+            queued = []
+            for f, kind in list(self.active_flows.values()):
+                try:
+                    pending = self._prepare_write(f, kind, incomplete=True)
+                except Exception as e:
+                    logger.exception("recording stopped: could not prepare an exchange")
+                    self._fail(e, None, logged=True)
+                    break
+                queued.append(self._enqueue(pending))
+            await asyncio.gather(*queued, return_exceptions=True)
+        self.active_flows.clear()
+        await self._stop_writer()
+        if self.store is not None:
+            await asyncio.to_thread(self._close)
 
     # -- classification ---------------------------------------------------------------
 
@@ -545,7 +692,7 @@ class Recorder:
             return None
         if response.status_code != 200:
             return None
-        body, _ = _body(response)
+        body, _ = _body(response, _headers(response))
         parsed = matching.parse_json(body)
         if not isinstance(parsed, dict) or not isinstance(parsed.get("url"), str):
             return None
@@ -580,35 +727,109 @@ class Recorder:
     async def _persist(
         self, flow: http.HTTPFlow, kind: FlowKind, original_response: bytes | None = None
     ) -> None:
-        async with self._lock:
-            # Checked under the lock: a write queued behind a failed one must not go on.
-            if self.failed is not None:
-                if flow.killable:
-                    flow.kill()
-                return
-            if self.store is None:
-                logger.warning(
-                    "not recorded, the recording has ended: %s %s",
-                    flow.request.method,
-                    redact.scrub_url(_flow_url(flow), self._secrets()),
-                )
-                return
-            try:
-                pending = self._prepare_write(flow, kind, original_response=original_response)
-            except Exception as e:
-                # A scrubbing bug: storing the exchange unscrubbed is no option either.
-                logger.exception("recording stopped: could not prepare an exchange")
-                self._fail(e, flow, logged=True)
-                return
-            try:
-                seq = await self._write_and_report(pending)
-            except Exception as e:
-                self._fail(e, flow)
-                return
+        if self.failed is not None:
+            if flow.killable:
+                flow.kill()  # the recording has stopped: nothing goes through unrecorded
+            return
+        if self.store is None:
+            logger.warning(
+                "not recorded, the recording has ended: %s %s",
+                flow.request.method,
+                redact.scrub_url(_flow_url(flow), self._secrets()),
+            )
+            return
+        try:
+            # Scrubbed and queued without a pause, so the queue is in completion order.
+            pending = self._prepare_write(flow, kind, original_response=original_response)
+        except Exception as e:
+            # A scrubbing bug: storing the exchange unscrubbed is no option either.
+            logger.exception("recording stopped: could not prepare an exchange")
+            self._fail(e, flow, logged=True)
+            return
+        self._persisting += 1
+        try:
+            seq = await self._enqueue(pending)
+        except Exception:
+            # This write, or one queued before it, failed: the writer stopped the recording.
+            if flow.killable:
+                flow.kill()
+            return
+        finally:
+            self._persisting -= 1
         flow.metadata[_RECORDED] = seq
 
-    async def _write_and_report(self, pending: _Pending) -> int:
-        exchange = await asyncio.to_thread(self._write, pending)
+    def _enqueue(self, pending: _Pending) -> asyncio.Future[int]:
+        """Queue a write; the future gets its seq, or the error that stopped the recording."""
+        loop = asyncio.get_running_loop()
+        self._queued += 1
+        job = _Job(self._queued, pending, loop.create_future())
+        self._jobs.append(job)
+        if self._writer is None or self._writer.done():
+            self._wake = asyncio.Event()
+            if self._write_thread is None:
+                self._write_thread = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="pseudowa-writer"
+                )
+            self._writer = loop.create_task(self._write_loop(), name="pseudowa recorder: writer")
+        assert self._wake is not None
+        self._wake.set()
+        return job.done
+
+    async def _write_loop(self) -> None:
+        """Write queued jobs in order, all those waiting at once, until `done` and drained."""
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._jobs:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = [self._jobs.popleft() for _ in range(min(len(self._jobs), MAX_BATCH))]
+            if self._last_allowed is not None:
+                for job in [j for j in batch if j.number > self._last_allowed]:
+                    _settle(job.done, error=_NotWritten())
+                batch = [j for j in batch if j.number <= self._last_allowed]
+                if not batch:
+                    continue
+            try:
+                written, error = await loop.run_in_executor(
+                    self._write_thread, self._write_batch, [job.pending for job in batch]
+                )
+            except BaseException as e:  # cancelled: nothing is known to be written
+                for job in batch:
+                    _settle(job.done, error=_NotWritten())
+                if isinstance(e, Exception):
+                    self._fail(e, None)
+                    continue
+                raise
+            for job, exchange in zip(batch, written):
+                self._report(job.pending, exchange)
+                _settle(job.done, exchange.seq)
+            if error is not None:
+                failed = batch[len(written)]
+                self._fail(error, None, last_allowed=failed.number - 1)
+                for job in batch[len(written) :]:
+                    _settle(job.done, error=error if job is failed else _NotWritten())
+
+    async def _stop_writer(self) -> None:
+        """Let the writer finish what is queued, then end it."""
+        if self._writer is None:
+            return
+        self._closing = True
+        if self._wake is not None:
+            self._wake.set()
+        try:
+            await self._writer
+        finally:
+            self._writer, self._wake, self._closing = None, None, False
+            pool, self._write_thread = self._write_thread, None
+            if pool is not None:
+                await asyncio.get_running_loop().run_in_executor(pool, self._disconnect)
+                pool.shutdown(wait=False)
+
+    def _report(self, pending: _Pending, exchange: Exchange) -> None:
         self.counts[pending.kind] += 1
         if pending.media is not None:
             self.media_bytes += len(pending.media)
@@ -617,15 +838,25 @@ class Recorder:
                 self.on_recorded(pending.kind, exchange)
             except Exception:
                 logger.exception("on_recorded callback failed")
-        return exchange.seq
 
-    def _fail(self, e: BaseException, flow: http.HTTPFlow | None, *, logged: bool = False) -> None:
+    def _fail(
+        self,
+        e: BaseException,
+        flow: http.HTTPFlow | None,
+        *,
+        logged: bool = False,
+        last_allowed: int | None = None,
+    ) -> None:
         # Like mitmproxy's Save addon: losing recordings silently is worse than
         # stopping. The flow that could not be written is not let through either.
+        # Writes queued before the failure still go ahead, unless a write failed.
         if self.failed is None:
             self.failed = e
             if not logged:
                 logger.error("recording stopped: could not write to the cassette store: %s", e)
+        limit = self._queued if last_allowed is None else last_allowed
+        if self._last_allowed is None or limit < self._last_allowed:
+            self._last_allowed = limit
         if flow is not None and flow.killable:
             flow.kill()
         ctx.master.shutdown()
@@ -640,7 +871,7 @@ class Recorder:
     ) -> _Pending:
         """Build the scrubbed exchange (on the event loop: it updates the pseudonyms)."""
         request, response = flow.request, flow.response
-        req_headers = list(request.headers.items(multi=True))
+        req_headers = _headers(request)
         self._learn_secrets(flow, req_headers)
         secrets = self._secrets()
         url = _flow_url(flow)
@@ -654,7 +885,7 @@ class Recorder:
                 _header(req_headers, signature.HEADER),
                 ctx.options.pseudowa_app_secret,
             )
-        req_body, req_decoded = _body(request)
+        req_body, req_decoded = _body(request, req_headers)
         req_body = self._clean(req_body, secrets)
 
         status: int | None = None
@@ -662,8 +893,9 @@ class Recorder:
         resp_body = b""
         if response is not None:
             status = response.status_code
-            resp_headers = redact.scrub_headers(response.headers.items(multi=True), secrets)
-            raw, resp_decoded = _body(response)
+            all_headers = _headers(response)
+            resp_headers = redact.scrub_headers(all_headers, secrets)
+            raw, resp_decoded = _body(response, all_headers)
             if original_response is not None:
                 # Store what the upstream answered, not the URL we pointed the bot at.
                 raw = original_response
@@ -685,10 +917,9 @@ class Recorder:
                     e.phone_number_id for e in found if e.phone_number_id
                 )
         if kind == Kind.GRAPH.value:
-            pending.graph_version = matching.graph_version(url)
-            segments = matching.normalize_path(url).strip("/").split("/")
-            if len(segments) == 2 and segments[1] in ("messages", "media") and segments[0].isdigit():
-                pending.phone_number_ids = frozenset({segments[0]})
+            pending.graph_version, phone_number_ids = _graph_meta(url)
+            if phone_number_ids:
+                pending.phone_number_ids = phone_number_ids
             looked_up = flow.metadata.get(_MEDIA_ID)
             if looked_up:
                 annotations["media_id"] = looked_up
@@ -708,7 +939,7 @@ class Recorder:
         pending.exchange = Exchange(
             kind=Kind(kind),
             method=request.method,
-            url=redact.scrub_url(url, secrets),
+            url=_scrub_url(url, secrets),
             request_headers=_fix_lengths(
                 redact.scrub_headers(req_headers, secrets), req_body, req_decoded
             ),
@@ -723,7 +954,7 @@ class Recorder:
         )
         return pending
 
-    def _clean(self, body: bytes, secrets: list[str]) -> bytes:
+    def _clean(self, body: bytes, secrets: Sequence[str]) -> bytes:
         body = redact.scrub_body(body, secrets)
         if self.pseudonymizer is not None:
             body = self.pseudonymizer.rewrite_body(body)
@@ -765,29 +996,81 @@ class Recorder:
         query parameter is redacted anyway, and `pseudowa_secrets` can name it.
         """
         found = [_bearer(headers)]
-        found += [v for k, v in flow.request.query.items(multi=True) if k in redact.SECRET_PARAMS]
-        self._learned_secrets.update(v for v in found if v and len(v) >= _MIN_LEARNED)
+        if "?" in flow.request.path:
+            found += [
+                v for k, v in flow.request.query.items(multi=True) if k in redact.SECRET_PARAMS
+            ]
+        new = {v for v in found if v and len(v) >= _MIN_LEARNED} - self._learned_secrets
+        if new:
+            self._learned_secrets |= new
+            self._secrets_cache = None
 
-    # -- the store (worker thread, one write at a time) -------------------------------
+    # -- the store (worker thread, one batch at a time) -------------------------------
 
-    def _write(self, pending: _Pending) -> Exchange:
-        store, name = self.store, self.cassette
-        if store is None or name is None:
-            raise StoreError("the cassette store is closed")
-        exchange = pending.exchange
-        if pending.media is not None:
-            if pending.media_id is not None:
-                exchange = self._store_media(store, name, pending)
-            else:
-                # No media id to link the blob to: keep the bytes with the exchange.
-                exchange = dataclasses.replace(
-                    exchange,
-                    response_body=pending.media,
-                    annotations={**exchange.annotations, "sha256": "unknown"},
-                )
-        seq = store.append(name, exchange, pending.events)
-        self._update_cassette(store, name, pending)
-        return dataclasses.replace(exchange, seq=seq)
+    def _write_batch(self, batch: list[_Pending]) -> tuple[list[Exchange], Exception | None]:
+        """Append a batch in order; the exchanges written (with their seq), and the error
+        that stopped it before the rest. Consecutive exchanges share one transaction; a
+        download's blob is stored first, so exchanges before it are appended before it."""
+        written: list[Exchange] = []
+        run: list[_Pending] = []
+        try:
+            store, name = self.store, self.cassette
+            if store is None or name is None:
+                raise StoreError("the cassette store is closed")
+            for pending in batch:
+                if pending.media is not None:
+                    written += self._append(store, name, run)
+                    run = [self._with_media(store, name, pending)]
+                    written += self._append(store, name, run)
+                    run = []
+                else:
+                    run.append(pending)
+            written += self._append(store, name, run)
+        except Exception as e:
+            return written, e
+        return written, None
+
+    def _append(self, store: CassetteStore, name: str, run: list[_Pending]) -> list[Exchange]:
+        """Append a run of exchanges in one transaction."""
+        if not run:
+            return []
+        if any(p.events for p in run):  # a webhook's events need its row id: the store's way
+            seqs = store.append_many(name, [(p.exchange, p.events) for p in run], batch=len(run))
+        else:
+            seqs = _append_rows(store, self._connection(store), name, [p.exchange for p in run])
+        self._update_cassette(store, name, run)
+        return [dataclasses.replace(p.exchange, seq=seq) for p, seq in zip(run, seqs)]
+
+    def _connection(self, store: CassetteStore) -> Connection:
+        """The writer's connection to `store`, opened on first use and kept."""
+        if self._conn is None or self._conn[0] is not store:
+            self._disconnect()
+            try:
+                self._conn = (store, store.engine.connect())
+            except SQLAlchemyError as e:
+                raise StoreError(f"database error on {store.url}: {_first_line(e)}") from e
+        return self._conn[1]
+
+    def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn[1].close()
+            except SQLAlchemyError as e:  # a server gone away: nothing left to release
+                logger.debug("closing the writer's connection failed: %s", e)
+
+    def _with_media(self, store: CassetteStore, name: str, pending: _Pending) -> _Pending:
+        """The download's exchange once its bytes are stored (as a blob when it has an id)."""
+        if pending.media_id is not None:
+            exchange = self._store_media(store, name, pending)
+        else:
+            # No media id to link the blob to: keep the bytes with the exchange.
+            exchange = dataclasses.replace(
+                pending.exchange,
+                response_body=pending.media or b"",
+                annotations={**pending.exchange.annotations, "sha256": "unknown"},
+            )
+        return dataclasses.replace(pending, exchange=exchange)
 
     def _store_media(self, store: CassetteStore, name: str, pending: _Pending) -> Exchange:
         assert pending.media is not None and pending.media_id is not None
@@ -816,17 +1099,105 @@ class Recorder:
         annotations = {**pending.exchange.annotations, "sha256": check}
         return dataclasses.replace(pending.exchange, response_body=b"", annotations=annotations)
 
-    def _update_cassette(self, store: CassetteStore, name: str, pending: _Pending) -> None:
-        new_ids = pending.phone_number_ids - self._phone_number_ids
-        version = pending.graph_version if pending.graph_version != self._graph_version else None
+    def _update_cassette(self, store: CassetteStore, name: str, run: list[_Pending]) -> None:
+        """Note new phone number ids and the latest Graph API version on the cassette."""
+        seen: set[str] = set()
+        latest = None
+        for pending in run:
+            seen |= pending.phone_number_ids
+            latest = pending.graph_version or latest
+        new_ids = seen - self._phone_number_ids
+        version = latest if latest is not None and latest != self._graph_version else None
         if not new_ids and version is None:
             return
         info = store.get_cassette(name)
-        ids = set(info.phone_number_ids) | self._phone_number_ids | pending.phone_number_ids
+        ids = set(info.phone_number_ids) | self._phone_number_ids | seen
         store.update_cassette(name, phone_number_ids=sorted(ids), graph_api_version=version)
         self._phone_number_ids = ids
         if version is not None:
             self._graph_version = version
+
+
+_INTERACTION = cast(Table, models.Interaction.__table__)
+_CASSETTE = cast(Table, models.Cassette.__table__)
+# The cassette's id and its highest seq, in one round trip.
+_NEXT_SEQ = select(
+    _CASSETTE.c.id,
+    select(func.max(_INTERACTION.c.seq))
+    .where(_INTERACTION.c.cassette_id == _CASSETTE.c.id)
+    .scalar_subquery(),
+).where(_CASSETTE.c.name == bindparam("name"))
+_INSERT = insert(_INTERACTION)  # built once: its compiled form is cached by this very object
+
+
+def _append_rows(
+    store: CassetteStore, conn: Connection, name: str, exchanges: Sequence[Exchange]
+) -> list[int]:
+    """`store.append_many(name, exchanges)` for exchanges without events, as one executemany.
+
+    The same rows in the same transaction shape (cassette by name, next seq after the
+    highest, all rows or none), minus the ORM unit of work and the connection checkout
+    that cost several times the insert itself: under load the recorder writes thousands
+    of exchanges a second.
+    """
+    try:
+        with conn.begin():
+            found = conn.execute(_NEXT_SEQ, {"name": name}).first()
+            if found is None:
+                raise CassetteNotFound(name, conn.execute(select(_CASSETTE.c.name)).scalars())
+            cid, last = found
+            first = 0 if last is None else last + 1
+            rows = [
+                {
+                    "cassette_id": cid,
+                    "seq": first + i,
+                    "kind": str(x.kind),
+                    "method": x.method,
+                    "url": x.url,
+                    "request_headers": [list(h) for h in x.request_headers],
+                    "request_body": x.request_body,
+                    "response_status": x.response_status,
+                    "response_headers": [list(h) for h in x.response_headers],
+                    "response_body": x.response_body,
+                    "error": x.error,
+                    "started_at": x.started_at,
+                    "finished_at": x.finished_at,
+                    "annotations": dict(x.annotations),
+                }
+                for i, x in enumerate(exchanges)
+            ]
+            conn.execute(_INSERT, rows)
+    except (StoreError, IntegrityError):
+        raise
+    except SQLAlchemyError as e:  # as the store reports them
+        raise StoreError(f"database error on {store.url}: {_first_line(e)}") from e
+    return list(range(first, first + len(exchanges)))
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+@functools.lru_cache(maxsize=1024)  # a bot calls the same few URLs over and over
+def _graph_meta(url: str) -> tuple[str | None, frozenset[str]]:
+    """The Graph version a URL names, and the phone number id of a send or an upload."""
+    segments = matching.normalize_path(url).strip("/").split("/")
+    phone = len(segments) == 2 and segments[1] in ("messages", "media") and segments[0].isdigit()
+    return matching.graph_version(url), frozenset({segments[0]} if phone else ())
+
+
+@functools.lru_cache(maxsize=1024)
+def _scrub_url(url: str, secrets: tuple[str, ...]) -> str:
+    return redact.scrub_url(url, secrets)
+
+
+def _settle(future: asyncio.Future[int], seq: int = -1, *, error: BaseException | None = None) -> None:
+    if future.done():  # its flow's hook was cancelled
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(seq)
 
 
 def _flow_url(flow: http.HTTPFlow) -> str:
@@ -836,11 +1207,21 @@ def _flow_url(flow: http.HTTPFlow) -> str:
     return flow.request.pretty_url
 
 
-def _body(message: http.Message) -> tuple[bytes, bool]:
+def _headers(message: http.Message) -> list[tuple[str, str]]:
+    """`message.headers.items(multi=True)`, decoded as mitmproxy does, in a fraction of the time."""
+    return [
+        (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+        for k, v in message.headers.fields
+    ]
+
+
+def _body(message: http.Message, headers: Sequence[tuple[str, str]]) -> tuple[bytes, bool]:
     """The body with its content-encoding undone, and whether it was undone."""
     raw = message.raw_content
     if raw is None:
         return b"", False
+    if not _header(headers, "content-encoding"):
+        return raw, False
     content = message.get_content(strict=False)
     if content is None:
         return b"", False

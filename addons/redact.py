@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import re
@@ -52,8 +53,10 @@ _ATTACHMENTS = DOWNLOAD_PATH.rstrip("/")
 # -- secrets -----------------------------------------------------------------------------
 
 
-def _secret_forms(secret: str) -> list[str]:
-    """The ways a secret shows up in text: raw, JSON-escaped, percent-encoded."""
+@functools.lru_cache(maxsize=1024)
+def _secret_forms(secret: str) -> tuple[str, ...]:
+    """The ways a secret shows up in text: raw, JSON-escaped, percent-encoded (cached: the
+    recorder asks for every header and body of every exchange)."""
     forms = [
         secret,
         json.dumps(secret)[1:-1],
@@ -63,11 +66,18 @@ def _secret_forms(secret: str) -> list[str]:
     ]
     forms.append(forms[1].replace("/", "\\/"))  # Graph escapes "/" in its JSON
     # Longest first, so a form never leaves half of a longer one behind.
-    return sorted(set(forms), key=len, reverse=True)
+    return tuple(sorted(set(forms), key=len, reverse=True))
 
 
-def _ordered(secrets: Iterable[str]) -> list[str]:
+def _ordered(secrets: Iterable[str]) -> Sequence[str]:
+    if isinstance(secrets, tuple):
+        return _ordered_tuple(secrets)
     return sorted({s for s in secrets if s}, key=len, reverse=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _ordered_tuple(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
 
 
 def replace_secrets(text: str, secrets: Iterable[str]) -> str:
@@ -79,11 +89,15 @@ def replace_secrets(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=1024)
+def _secret_byte_forms(secret: str) -> tuple[bytes, ...]:
+    return tuple(form.encode("utf-8") for form in _secret_forms(secret))
+
+
 def _replace_secret_bytes(body: bytes, secrets: Sequence[str]) -> bytes:
     token = REDACTED.encode()
     for secret in _ordered(secrets):
-        for form in _secret_forms(secret):
-            raw = form.encode("utf-8")
+        for raw in _secret_byte_forms(secret):
             if raw in body:
                 body = body.replace(raw, token)
     return body
@@ -188,6 +202,8 @@ def scrub_body(body: bytes, secrets: Sequence[str]) -> bytes:
     A body with nothing to scrub comes back byte-identical.
     """
     out = _replace_secret_bytes(body, secrets) if body else body
+    if b"access_token" not in out and b"http" not in out and b"\\u" not in out:
+        return out  # no key to drop, no URL to scrub (not even \u-escaped): as it is
     is_json, parsed = _parse_json(out)
     if is_json:
         scrubbed, changed = _scrub_json(parsed)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import socket
 import threading
@@ -42,6 +41,20 @@ from pseudowa.storage.store import resolve_url
 
 from .contract import webhooks
 from .errors import UserError
+# Shared with `replay --proxy-port` (proxy/mitm.py); the old names stay importable here.
+from .mitm import CA_CERT_NAME  # noqa: F401
+from .mitm import DEFAULT_CONFDIR
+from .mitm import LogRelay as _LogRelay
+from .mitm import Master
+from .mitm import bind_failure as _bind_failure
+from .mitm import ca_cert_path
+from .mitm import cannot_listen
+from .mitm import check_free as _check_free
+from .mitm import close_connections as _close_connections
+from .mitm import close_listeners as _close_listeners
+from .mitm import drop_error_check as _drop_error_check
+from .mitm import one_line as _one_line
+from .mitm import show_host as _show_host
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +66,12 @@ DEFAULT_PROXY_PORT = 8093
 GRAPH_URL = "https://graph.facebook.com"
 MEDIA_URL = "https://lookaside.fbsbx.com"
 MEDIA_HOST = "lookaside.fbsbx.com"
-DEFAULT_CONFDIR = "~/.mitmproxy"
-CA_CERT_NAME = "mitmproxy-ca-cert.pem"  # written by mitmproxy into its confdir on first start
 MODES = ("new", "append", "overwrite")
 SOURCES = ("meta", "sandbox")
 KINDS = ("webhook", "graph", "media")
 STOP_GRACE_S = 5.0  # on stop, exchanges in flight get this long to finish and be recorded
 
 Echo = Callable[[str], None]
-# mitmproxy's Master, addons and options: much of their API is untyped, so they are
-# handled as Any here rather than with a type: ignore on every call.
-Master = Any
 
 
 @dataclass
@@ -154,10 +162,6 @@ def _origin(url: str, what: str, *, allow_path: bool) -> tuple[str, str]:
     return origin, parts.path or "/"
 
 
-def _show_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 def _free_ports(host: str, count: int) -> list[int]:
     """`count` distinct ports free on `host` right now (held open together, so distinct)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -173,21 +177,6 @@ def _free_ports(host: str, count: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def _check_free(host: str, port: int, label: str) -> None:
-    """Fail early, before the store is touched, when a listener's port is taken."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        # asyncio's servers set SO_REUSEADDR too: a port in TIME_WAIT is usable, a listener is not.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            raise UserError(
-                f"cannot listen on {_show_host(host)}:{port} for the {label} listener: "
-                f"{e.strerror or e} (choose another with --{label}-port)"
-            ) from e
 
 
 def plan_listeners(options: RecordOptions) -> list[_Listener]:
@@ -221,11 +210,6 @@ def plan_listeners(options: RecordOptions) -> list[_Listener]:
         # mitmproxy splits host and port at the last ":", so an IPv6 host goes in bare.
         out.append(_Listener(label, f"{mode}@{options.host}:{port}", port, upstream, path))
     return out
-
-
-def ca_cert_path(confdir: str | None) -> Path:
-    """Where mitmproxy keeps the CA certificate a proxy client must trust."""
-    return Path(os.path.expanduser(confdir or DEFAULT_CONFDIR)).absolute() / CA_CERT_NAME
 
 
 # -- live lines -------------------------------------------------------------------------------
@@ -326,47 +310,21 @@ def banner(options: RecordOptions, listeners: Listeners, db_url: str) -> list[st
 # -- mitmproxy glue -------------------------------------------------------------------------
 
 
-class _LogRelay(logging.Handler):
-    """mitmproxy's warnings and errors, kept during start-up and then shown as `! ...` lines.
-
-    Installed on the root logger in place of mitmproxy's terminal log and error check,
-    so that nothing else reaches the terminal (and Python's last-resort handler stays quiet).
-    """
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[str] = []
-        self.echo: Callable[[str], None] | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = record.getMessage().strip().splitlines()
-        except Exception:  # a bad format string in someone's log call
-            text = [str(record.msg)]
-        first = text[0] if text else record.levelname
-        if record.exc_info and record.exc_info[1] is not None:
-            first += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
-        self.records.append(first)
-        if self.echo is not None:
-            self.echo(f"! {first}")
-
-    def install(self) -> None:
-        logging.getLogger().addHandler(self)
-
-    def uninstall(self) -> None:
-        logging.getLogger().removeHandler(self)
-
-
 class _Lifecycle:
-    """Our own small addon: learns the bound addresses once mitmproxy runs, notes `done`."""
+    """Our own small addon for start-up: learns the bound addresses once mitmproxy runs,
+    notes a `done` that came without `running`.
+
+    Once serving it leaves the addon chain: mitmproxy offers every event of every flow to
+    every addon in it, and under load each one costs about 1% of the throughput.
+    """
 
     def __init__(self, listeners: list[_Listener]) -> None:
         self.listeners = listeners
         self.started = asyncio.Event()  # set by `running` (or `done`, if it never ran)
         self.bound: dict[str, int] = {}  # label -> actual port
         self.startup_error: str | None = None
-        self.done_called = False
-        self.in_flight: set[str] = set()
+        self.ran = False  # `running` came: mitmproxy itself calls `done` on its addons
+        self.done_called = False  # `done` came without `running`
 
     def running(self) -> None:
         from mitmproxy import ctx
@@ -379,37 +337,23 @@ class _Lifecycle:
             addrs = inst.listen_addrs if inst is not None and inst.is_running else ()
             if not addrs:
                 host = listener.spec.rsplit("@", 1)[1].rsplit(":", 1)[0]
-                self.startup_error = (
-                    f"cannot listen on {_show_host(host)}:{listener.port} for the {listener.label} "
-                    f"listener: {_bind_failure(getattr(inst, 'last_exception', None))} "
-                    f"(choose another with --{listener.label}-port)"
+                self.startup_error = cannot_listen(
+                    host, listener.port, listener.label,
+                    _bind_failure(getattr(inst, "last_exception", None)),
                 )
                 master.shutdown()
                 break
             self.bound[listener.label] = int(addrs[0][1])
+        self.ran = True
         self.started.set()
+        if self.startup_error is None:
+            master.addons.remove(self)  # a new chain: the event being dispatched goes on
 
     def done(self) -> None:
+        if self.ran:  # our removal, or mitmproxy's own `done` after a failed start
+            return
         self.done_called = True
         self.started.set()
-
-    # In-flight exchanges, so that a stop lets them finish (and get recorded) first. Our
-    # hooks run after the recorder's: an exchange leaves this set once it is written.
-
-    def requestheaders(self, flow: Any) -> None:
-        self.in_flight.add(flow.id)
-
-    def response(self, flow: Any) -> None:
-        self.in_flight.discard(flow.id)
-
-    def error(self, flow: Any) -> None:
-        self.in_flight.discard(flow.id)
-
-
-def _bind_failure(error: BaseException | None) -> str:
-    if isinstance(error, OSError) and error.errno:
-        return os.strerror(error.errno)
-    return _one_line(error) if error is not None else "the server did not start"
 
 
 def _listeners(plan: list[_Listener], bound: Mapping[str, int], host: str,
@@ -428,20 +372,6 @@ def _listeners(plan: list[_Listener], bound: Mapping[str, int], host: str,
     graph, media = url("graph"), url("media")
     assert graph is not None and media is not None
     return Listeners(url("webhook"), graph, media, url("proxy"), ca_cert_path(confdir))
-
-
-def _one_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
-
-
-def _drop_error_check(master: Master) -> None:
-    """DumpMaster's ErrorCheck prints to stderr and sys.exit()s on a start-up error; we report
-    start-up errors ourselves, as one line."""
-    check = master.addons.get("errorcheck")
-    if check is not None:
-        master.addons.remove(check)
-        check.finish()  # uninstalls its log handler
 
 
 async def record(
@@ -473,16 +403,11 @@ async def record(
     by_label = {item.label: item for item in plan}
     db_url = resolve_url(options.db)
     media_rewrite = f"http://{_show_host(options.host)}:{by_label['media'].port}"
+    # Flows through a reverse listener are classified by its target (media, Graph or
+    # webhook, even when all of them are on 127.0.0.1); Meta's own hosts and these
+    # upstreams also classify what goes through the regular proxy listener.
     graph_upstreams = list(dict.fromkeys([by_label["graph"].upstream or "", GRAPH_URL]))
-    media_hosts = [MEDIA_HOST]
-    media_host = urlsplit(by_label["media"].upstream or "").hostname
-    shared = {urlsplit(by_label["graph"].upstream or "").hostname,
-              urlsplit(options.bot_webhook or "").hostname}
-    if media_host and media_host not in shared:
-        # Not when shared (a fake serving Graph and media on one host, or everything on
-        # 127.0.0.1): every call to that host would count as media. Downloads are still
-        # recognised by their path and by the URLs media look-ups hand out.
-        media_hosts.append(media_host)
+    media_upstreams = list(dict.fromkeys([by_label["media"].upstream or "", MEDIA_URL]))
     secrets = [s for s in (options.access_token, options.verify_token) if s]
 
     loop = asyncio.get_running_loop()
@@ -531,14 +456,16 @@ async def record(
                 pseudowa_pseudonymize=options.pseudonymize,
                 pseudowa_webhook_upstream=options.bot_webhook or "",
                 pseudowa_graph_upstreams=graph_upstreams,
-                pseudowa_media_hosts=media_hosts,
+                pseudowa_media_upstreams=media_upstreams,
+                pseudowa_media_hosts=[MEDIA_HOST],
                 pseudowa_media_rewrite=media_rewrite,
             )
         except exceptions.OptionsError as e:
             raise UserError(_one_line(e)) from e
 
         run = loop.create_task(master.run(), name="pseudowa record: mitmproxy")
-        stopper = loop.create_task(_stop_on(stop, master, lifecycle), name="pseudowa record: stop")
+        stopper = loop.create_task(_stop_on(stop, master, lifecycle, recorder),
+                                   name="pseudowa record: stop")
         try:
             if await _started(run, lifecycle):
                 started = time.monotonic()
@@ -562,7 +489,7 @@ async def record(
     finally:
         relay.echo = None
         relay.uninstall()
-        if not lifecycle.done_called:
+        if not lifecycle.ran and not lifecycle.done_called:
             # mitmproxy never ran (bad option, stopped during start-up): addons still get `done`.
             try:
                 await master.done()
@@ -596,49 +523,19 @@ async def _started(run: asyncio.Task[None], lifecycle: _Lifecycle) -> bool:
             and lifecycle.startup_error is None and not run.done())
 
 
-async def _close_listeners(master: Master) -> None:
-    """Stop accepting connections (mitmproxy leaves its listening sockets open when it stops)."""
-    proxyserver = master.addons.get("proxyserver")
-    if proxyserver is None:
-        return
-    try:
-        await proxyserver.servers.update([])
-    except Exception as e:  # best effort: the process usually exits next
-        logger.debug("closing the listeners failed: %s", e)
-
-
-async def _close_connections(master: Master, timeout_s: float = 1.0) -> None:
-    """Close the connections still open (the bot's keep-alive ones) and wait for them.
-
-    Each one's handler task is cancelled, as mitmproxy's own inactivity timeout does, so
-    the connection ends normally; cancelling the outer task instead makes Python 3.11
-    print a CancelledError traceback for every connection left when the loop closes.
-    """
-    proxyserver = master.addons.get("proxyserver")
-    if proxyserver is None:
-        return
-    for handler in list(proxyserver.connections.values()):
-        io = handler.transports.get(handler.client)
-        task = getattr(io, "handler", None)
-        if task is not None and not task.done():
-            task.cancel("pseudowa record is stopping")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while proxyserver.connections and loop.time() < deadline:
-        await asyncio.sleep(0.01)
-
-
-async def _stop_on(stop: asyncio.Event | None, master: Master, lifecycle: _Lifecycle) -> None:
+async def _stop_on(
+    stop: asyncio.Event | None, master: Master, lifecycle: _Lifecycle, recorder: Any
+) -> None:
     """On `stop`: no new connections, let exchanges in flight finish, then shut down."""
     if stop is None:
         await asyncio.Event().wait()  # forever: cancelled once mitmproxy stops by itself
         return
     await stop.wait()
-    if lifecycle.started.is_set() and not lifecycle.done_called:
+    if lifecycle.ran and lifecycle.startup_error is None and not master.should_exit.is_set():
         await _close_listeners(master)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STOP_GRACE_S
-        while lifecycle.in_flight and loop.time() < deadline:
+        while recorder.unfinished and loop.time() < deadline:
             await asyncio.sleep(0.02)
         await _close_connections(master)
     master.shutdown()

@@ -472,6 +472,127 @@ async def test_port_taken_between_check_and_bind(
                                             r"listener: Address already in use"):
             await asyncio.wait_for(record(options, on_line=lines.append, stop=asyncio.Event()), 20)
     assert not any("press Ctrl-C" in line for line in lines), lines
+    # The cassette created for the session is gone again: the same command can be retried.
+    with CassetteStore.open(options.db) as store:
+        assert not store.exists("raced")
+    options.media_port = 0
+    stop = asyncio.Event()
+    retry = await asyncio.wait_for(
+        record(options, on_line=lines.append, on_ready=lambda _: stop.set(), stop=stop), 20)
+    assert retry.total == 0
+    with CassetteStore.open(options.db) as store:
+        assert store.exists("raced")  # it served: an empty session is kept
+
+
+# -- 3b. every upstream on 127.0.0.1: the listener a flow came through tells its kind -------
+
+
+async def test_listeners_classify_when_all_upstreams_share_a_host(tmp_path: Path) -> None:
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        if request.path.startswith("/blobs/"):
+            return web.Response(body=b"\x89PNG" + bytes(100), content_type="image/png")
+        return web.json_response({"ok": request.path})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    ports = []
+    for _ in range(3):  # the bot, the Graph API, the media host: one app on three ports
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        ports.append(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    bot_port, graph_port, media_port = ports
+    db = f"sqlite:///{tmp_path / 'rec.db'}"
+    options = RecordOptions(
+        "local", db=db, bot_webhook=f"http://127.0.0.1:{bot_port}/webhook", webhook_port=0,
+        graph_port=0, media_port=0, regular_proxy=False, confdir=str(tmp_path / "mitmproxy"),
+        graph_upstream=f"http://127.0.0.1:{graph_port}",
+        media_upstream=f"http://127.0.0.1:{media_port}", access_token=TOKEN,
+    )
+    lines: list[str] = []
+    ready: asyncio.Future[Listeners] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(
+        record(options, on_line=lines.append, on_ready=ready.set_result, stop=stop))
+    try:
+        listeners = await asyncio.wait_for(asyncio.shield(ready), 20)
+        assert listeners.webhook_url is not None
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with aiohttp.ClientSession() as session:
+            calls = [
+                ("POST", listeners.webhook_url, {}),
+                ("POST", f"{listeners.graph_url}/v23.0/{PHONE_ID}/messages", auth),
+                # No look-up handed this URL out and its path says nothing: only the
+                # listener it came through makes it a download.
+                ("GET", f"{listeners.media_url}/blobs/opaque-4711", auth),
+                # A Meta download path is media even through the Graph listener.
+                ("GET", f"{listeners.graph_url}/whatsapp_business/attachments/?mid=9", auth),
+            ]
+            for method, url, headers in calls:
+                async with session.request(method, url, data=b"{}", headers=headers) as resp:
+                    assert resp.status == 200, await resp.text()
+                    await resp.read()
+    finally:
+        stop.set()
+        summary = await asyncio.wait_for(task, 20)
+        await runner.cleanup()
+    assert summary.counts == {"webhook": 1, "graph": 1, "media": 2}, lines
+    with CassetteStore.open(db) as store:
+        kinds = [(x.kind, x.method, x.url.split("/", 3)[3]) for x in store.interactions("local")]
+    assert kinds == [
+        ("webhook", "POST", "webhook"),
+        ("graph", "POST", f"v23.0/{PHONE_ID}/messages"),
+        ("media", "GET", "blobs/opaque-4711"),
+        ("media", "GET", "whatsapp_business/attachments/?mid=9"),
+    ]
+
+
+async def test_stop_lets_exchanges_in_flight_finish_and_be_recorded(tmp_path: Path) -> None:
+    arrived = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await request.read()
+        arrived.set()
+        await asyncio.sleep(0.5)
+        return web.json_response({"messages": [{"id": "wamid.slow"}]})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    upstream = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    db = f"sqlite:///{tmp_path / 'rec.db'}"
+    options = RecordOptions("slow", db=db, graph_upstream=upstream, graph_port=0, media_port=0,
+                            regular_proxy=False, confdir=str(tmp_path / "mitmproxy"))
+    ready: asyncio.Future[Listeners] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    lines: list[str] = []
+    task = asyncio.get_running_loop().create_task(
+        record(options, on_line=lines.append, on_ready=ready.set_result, stop=stop))
+    try:
+        listeners = await asyncio.wait_for(asyncio.shield(ready), 20)
+        async with aiohttp.ClientSession() as session:
+            send = asyncio.ensure_future(session.post(
+                f"{listeners.graph_url}/v23.0/{PHONE_ID}/messages", data=b"{}"))
+            await asyncio.wait_for(arrived.wait(), 10)
+            stop.set()  # while the upstream is still answering
+            async with await send as resp:
+                assert resp.status == 200
+                assert (await resp.json())["messages"][0]["id"] == "wamid.slow"
+        summary = await asyncio.wait_for(task, 20)
+    finally:
+        stop.set()
+        if not task.done():
+            await asyncio.wait_for(task, 20)
+        await runner.cleanup()
+    assert summary.counts == {"graph": 1}, lines
+    with CassetteStore.open(db) as store:
+        [x] = list(store.interactions("slow"))
+    assert x.response_status == 200 and x.error is None
 
 
 # -- 4. a failed write stops the recording, loudly ----------------------------------------

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from mitmproxy import exceptions
@@ -202,6 +204,60 @@ def test_classify_without_a_webhook_upstream_records_no_webhooks():
     assert classify("POST", BOT, "127.0.0.1", 8000, "http://127.0.0.1:8000", routes) is None
 
 
+# Everything on one host, as with fakes: only the listener a flow came through tells.
+LOCAL = Routes.parse(BOT, ["http://127.0.0.1:8080"], ["lookaside.fbsbx.com"], ["http://127.0.0.1:8081"])
+GRAPH_DATA, MEDIA_DATA, HOOK_DATA = "http://127.0.0.1:8080", "http://127.0.0.1:8081", "http://127.0.0.1:8000"
+
+
+@pytest.mark.parametrize(
+    "method, url, port, mode_data, expected",
+    [
+        # Through the media listener: a download, whatever its path.
+        ("GET", "http://127.0.0.1:8081/blob/1234?sig=abc", 8081, MEDIA_DATA, "media"),
+        ("GET", "http://127.0.0.1:8081/v23.0/1234", 8081, MEDIA_DATA, "media"),
+        # Through the Graph listener: Graph calls...
+        ("POST", "http://127.0.0.1:8080/v23.0/1/messages", 8080, GRAPH_DATA, "graph"),
+        ("GET", "http://127.0.0.1:8080/media/download/77", 8080, GRAPH_DATA, "graph"),
+        # ...except downloads, which are media wherever they arrive.
+        ("GET", "http://127.0.0.1:8080/whatsapp_business/attachments/?mid=5", 8080, GRAPH_DATA, "media"),
+        ("GET", "http://127.0.0.1:8080/media/download/1234", 8080, GRAPH_DATA, "media"),
+        ("GET", "http://127.0.0.1:8000/whatsapp_business/attachments/?mid=5", 8000, HOOK_DATA, "media"),
+        # Through the webhook listener: webhooks.
+        ("POST", "http://127.0.0.1:8000/webhook", 8000, HOOK_DATA, "webhook"),
+        # The regular proxy listener goes by destination: host:port of the upstreams.
+        ("GET", "http://127.0.0.1:8081/blob/9", 8081, "", "media"),
+        ("POST", "http://127.0.0.1:8080/v23.0/1/messages", 8080, "", "graph"),
+        ("POST", "http://127.0.0.1:8000/webhook", 8000, "", "webhook"),
+        ("GET", MEDIA_URL, 443, "", "media"),  # media hosts: any path, any port
+        ("GET", "http://127.0.0.1:8082/blob/9", 8082, "", None),
+        # A reverse listener to an unknown target: by destination, as before.
+        ("GET", "https://lookaside.fbsbx.com/x", 443, "https://lookaside.fbsbx.com", "media"),
+    ],
+)
+def test_classify_by_listener(method, url, port, mode_data, expected):
+    host = url.split("/")[2].split(":")[0]
+    known = {"http://127.0.0.1:8080/media/download/1234": "1234"}
+    assert classify(method, url, host, port, mode_data, LOCAL, known) == expected
+
+
+def test_classify_by_listener_beats_media_hosts():
+    # 127.0.0.1 named as a media host: still only the regular listener goes by it.
+    routes = Routes.parse(BOT, ["http://127.0.0.1:8080"], ["127.0.0.1"], ["http://127.0.0.1:8081"])
+    url = "http://127.0.0.1:8080/v23.0/1/messages"
+    assert classify("POST", url, "127.0.0.1", 8080, GRAPH_DATA, routes) == "graph"
+    assert classify("POST", BOT, "127.0.0.1", 8000, HOOK_DATA, routes) == "webhook"
+    assert classify("POST", url, "127.0.0.1", 8080, "", routes) == "media"
+
+
+def test_classify_upstream_shared_by_graph_and_media():
+    # One fake serving both: its listeners carry Graph calls; downloads go by URL.
+    routes = Routes.parse(BOT, ["http://127.0.0.1:8080"], [], ["http://127.0.0.1:8080"])
+    assert classify("GET", "http://127.0.0.1:8080/v23.0/1234", "127.0.0.1", 8080,
+                    GRAPH_DATA, routes) == "graph"
+    dl = "http://127.0.0.1:8080/media/download/1234"
+    assert classify("GET", dl, "127.0.0.1", 8080, GRAPH_DATA, routes, {dl: "1234"}) == "media"
+
+
 @pytest.mark.parametrize(
     "value, expected",
     [
@@ -268,6 +324,76 @@ async def test_modes_append_and_overwrite(db):
     assert history[0].arguments["mode"] == "overwrite"
     assert history[0].arguments["signature_checked"] is True
     assert APP_SECRET not in json.dumps(history[0].arguments)
+
+
+class _ProxyServer:
+    """Stands in for mitmproxy's proxyserver addon: listeners that did or did not bind."""
+
+    name = "proxyserver"
+
+    def __init__(self, *running: bool) -> None:
+        self.servers = [SimpleNamespace(is_running=r) for r in running]
+
+
+async def test_empty_cassette_of_a_session_that_never_served_is_deleted(db):
+    recorder = Recorder()
+    with taddons.context(recorder) as tctx:
+        tctx.master.addons.add(_ProxyServer(True, False))  # one listener failed to bind
+        configure(tctx, recorder, db)
+        with CassetteStore.open(db) as store:
+            assert store.exists("c")
+        recorder.running()
+        await recorder.done()
+    with CassetteStore.open(db) as store:
+        assert not store.exists("c")
+    # So a retry in mode new works.
+    again = Recorder()
+    with taddons.context(again) as tctx:
+        configure(tctx, again, db)
+        again.running()
+        await tctx.cycle(again, graph_flow(f"/v23.0/{PHONE_ID}/messages", send_body()))
+        await again.done()
+    assert [x.kind for x in stored(db)] == ["graph"]
+
+
+async def test_mitmproxy_stopped_before_running_deletes_the_empty_cassette(db):
+    recorder = Recorder()
+    with taddons.context(recorder) as tctx:
+        configure(tctx, recorder, db)
+        await recorder.done()  # no `running`: mitmproxy never served
+    with CassetteStore.open(db) as store:
+        assert not store.exists("c")
+
+
+@pytest.mark.parametrize("case", ["served", "written", "append", "overwrite-kept"])
+async def test_cassettes_that_are_kept(db, case):
+    if case in ("append", "overwrite-kept"):
+        with CassetteStore.open(db) as store:
+            store.create_cassette("c")
+    recorder = Recorder()
+    with taddons.context(recorder) as tctx:
+        tctx.master.addons.add(_ProxyServer(True, True))
+        mode = {"append": "append", "overwrite-kept": "overwrite"}.get(case, "new")
+        configure(tctx, recorder, db, pseudowa_mode=mode)
+        if case == "served":
+            recorder.running()  # served, recorded nothing: an empty session is a session
+        if case == "written":
+            await tctx.cycle(recorder, graph_flow(f"/v23.0/{PHONE_ID}/messages", send_body()))
+        await recorder.done()
+    with CassetteStore.open(db) as store:
+        assert store.exists("c")
+
+
+async def test_a_cassette_emptied_behind_our_back_is_not_deleted_twice(db, caplog):
+    recorder = Recorder()
+    with taddons.context(recorder) as tctx:
+        configure(tctx, recorder, db)
+        with CassetteStore.open(db) as other:
+            other.delete_cassette("c")
+        with caplog.at_level(logging.WARNING):
+            await recorder.done()
+    assert "could not delete the empty cassette c" in caplog.text
+    assert recorder.store is None
 
 
 async def test_append_creates_a_missing_cassette(db):
@@ -537,6 +663,36 @@ async def test_download_url_handed_out_on_the_graph_host_is_media(db):
         ("graph", None), ("media", "match")]
 
 
+async def test_flows_are_classified_by_the_listener_they_came_through(db):
+    """Bot, Graph and media upstreams all on 127.0.0.1: the listener tells them apart."""
+    graph, media = "http://127.0.0.1:8080", "http://127.0.0.1:8081"
+    recorder = Recorder()
+    with taddons.context(recorder) as tctx:
+        configure(tctx, recorder, db, pseudowa_graph_upstreams=[graph],
+                  pseudowa_media_upstreams=[media], pseudowa_media_hosts=[])
+        graph_listener, media_listener = f"reverse:{graph}@9001", f"reverse:{media}@9002"
+        send = _flow(f"{graph}/v23.0/{PHONE_ID}/messages", method="POST",
+                     headers=(("Authorization", f"Bearer {TOKEN}"),), body=send_body(),
+                     resp_body=send_answer(USER, "wamid.X"), mode=graph_listener)
+        # A download at a path that says nothing, with no look-up before it.
+        download = media_flow(f"{media}/blobs/opaque-4711", mode=media_listener)
+        hook = webhook_flow(text_webhook())  # through the webhook listener to 127.0.0.1:8000
+        for f in (send, download, hook):
+            await tctx.cycle(recorder, f)
+        await recorder.done()
+    assert [x.kind for x in stored(db)] == ["graph", "media", "webhook"]
+    assert recorder.counts == {"graph": 1, "media": 1, "webhook": 1}
+    with CassetteStore.open(db) as store:
+        assert store.history("c")[0].arguments["media_upstreams"] == [media]
+
+
+def test_bad_media_upstream(db):
+    recorder = Recorder()
+    with taddons.context(recorder) as tctx, pytest.raises(exceptions.OptionsError,
+                                                          match="unsupported scheme"):
+        configure(tctx, recorder, db, pseudowa_media_upstreams=["ftp://127.0.0.1"])
+
+
 # -- pseudonyms -------------------------------------------------------------------------
 
 
@@ -646,6 +802,7 @@ async def test_unclassified_flows_are_not_recorded(db):
     recorder = Recorder()
     with taddons.context(recorder) as tctx:
         configure(tctx, recorder, db)
+        recorder.running()  # mitmproxy served: the empty cassette stays
         f = tflow.tflow(resp=True)  # http://address:22/path
         await tctx.cycle(recorder, f)
         other = _flow("https://api.example.com/v1/things", resp_body=b"[]")
@@ -696,6 +853,160 @@ async def test_a_store_that_raises_stops_the_recording(db, caplog, monkeypatch):
         assert "could not write to the cassette store: disk full" in caplog.text
         await recorder.done()
     assert recorder.media_bytes == 0
+
+
+def _sends(n: int) -> list[http.HTTPFlow]:
+    return [graph_flow(f"/v23.0/{PHONE_ID}/messages", send_body(f"1650555{i:04d}")) for i in range(n)]
+
+
+def _count_appends(monkeypatch) -> list[int]:
+    """Sizes of the transactions the writer appends in."""
+    sizes: list[int] = []
+    append = rec_mod._append_rows
+
+    def counting(store, conn, name, exchanges):
+        sizes.append(len(exchanges))
+        return append(store, conn, name, exchanges)
+
+    monkeypatch.setattr(rec_mod, "_append_rows", counting)
+    return sizes
+
+
+async def test_exchanges_finishing_together_share_a_transaction(db, monkeypatch):
+    sizes = _count_appends(monkeypatch)
+    recorder = Recorder()
+    with taddons.context(recorder) as tctx:
+        configure(tctx, recorder, db)
+        flows = _sends(6)
+        await asyncio.gather(*(tctx.cycle(recorder, f) for f in flows))
+        await tctx.cycle(recorder, (later := _sends(1)[0]))
+        await recorder.done()
+    assert sizes == [6, 1]
+    assert [f.metadata["pseudowa_recorded"] for f in [*flows, later]] == list(range(7))
+    assert [e.seq for e in stored(db)] == list(range(7))
+    assert recorder.counts == {"graph": 7}
+
+
+async def test_batches_keep_the_order_around_downloads_and_webhooks(db):
+    recorder = Recorder()
+    with taddons.context(recorder) as tctx:
+        configure(tctx, recorder, db)
+        await tctx.cycle(recorder, graph_flow(f"/v23.0/{MEDIA_ID}", resp_body=metadata_body()))
+        flows = [graph_flow(f"/v23.0/{PHONE_ID}/messages", send_body()), media_flow(),
+                 webhook_flow(inbound_image(w.sha256_b64(JPEG))), *_sends(2)]
+        await asyncio.gather(*(tctx.cycle(recorder, f) for f in flows))
+        await recorder.done()
+    x = stored(db)
+    assert [e.kind for e in x] == ["graph", "graph", "media", "webhook", "graph", "graph"]
+    assert x[2].annotations["sha256"] == "match" and x[2].response_body == b""
+    with CassetteStore.open(db) as store:
+        (event,) = store.events("c")
+    assert event.interaction_seq == 3 and event.media_id == MEDIA_ID
+    assert [f.metadata["pseudowa_recorded"] for f in flows] == [1, 2, 3, 4, 5]
+
+
+async def test_a_failed_batch_kills_its_flows_and_all_queued_after(db, monkeypatch, caplog):
+    calls = []
+
+    def broken(store, conn, name, exchanges):
+        calls.append(len(exchanges))
+        raise rec_mod.StoreError("disk full")
+
+    monkeypatch.setattr(rec_mod, "_append_rows", broken)
+    recorder = Recorder()
+    with taddons.context(recorder) as tctx:
+        configure(tctx, recorder, db)
+        recorder.running()
+        flows = _sends(3)
+        await asyncio.gather(*(tctx.cycle(recorder, f) for f in flows))
+        assert calls == [3]  # one attempt for the batch, none for each flow after it
+        assert all(f.error is not None and f.error.msg == f.error.KILLED_MESSAGE for f in flows)
+        assert all("pseudowa_recorded" not in f.metadata for f in flows)
+        assert caplog.text.count("recording stopped: could not write to the cassette store: disk full") == 1
+        await asyncio.sleep(0)
+        assert tctx.master.should_exit.is_set()
+        later = _sends(1)[0]
+        await tctx.cycle(recorder, later)
+        assert later.error is not None and calls == [3]
+        await recorder.done()
+    assert stored(db) == [] and not recorder.counts
+
+
+async def test_exchanges_queued_before_a_scrubbing_failure_are_still_written(db, monkeypatch):
+    recorder = Recorder()
+    prepare = recorder._prepare_write
+    flows = _sends(3)
+
+    def fragile(flow, kind, **kw):
+        if flow is flows[2]:
+            raise RuntimeError("scrubber bug")
+        return prepare(flow, kind, **kw)
+
+    monkeypatch.setattr(recorder, "_prepare_write", fragile)
+    with taddons.context(recorder) as tctx:
+        configure(tctx, recorder, db)
+        await asyncio.gather(*(tctx.cycle(recorder, f) for f in flows))
+        await recorder.done()
+    assert isinstance(recorder.failed, RuntimeError)
+    assert [f.metadata.get("pseudowa_recorded") for f in flows] == [0, 1, None]
+    assert flows[2].error is not None and flows[0].error is None
+    assert len(stored(db)) == 2
+
+
+async def test_done_waits_for_queued_writes(db):
+    recorder = Recorder()
+    with taddons.context(recorder) as tctx:
+        configure(tctx, recorder, db)
+        flows = _sends(4)
+        for f in flows:
+            recorder.requestheaders(f)
+        hooks = [asyncio.ensure_future(recorder.response(f)) for f in flows]
+        await asyncio.sleep(0)  # queued, not written yet
+        await recorder.done()
+        await asyncio.gather(*hooks)
+    assert [e.seq for e in stored(db)] == [0, 1, 2, 3]
+    assert recorder.store is None and recorder._writer is None
+
+
+async def test_unfinished_counts_flows_until_written(db):
+    recorder = Recorder()
+    with taddons.context(recorder) as tctx:
+        configure(tctx, recorder, db)
+        flows = _sends(3)
+        for f in flows:
+            recorder.requestheaders(f)
+        assert recorder.unfinished == 3
+        hooks = [asyncio.ensure_future(recorder.response(f)) for f in flows[:2]]
+        await asyncio.sleep(0)  # taken, queued: still unfinished
+        assert recorder.unfinished == 3
+        await asyncio.gather(*hooks)
+        assert recorder.unfinished == 1
+        flows[2].response = None
+        await recorder.done()  # the last one is flushed as incomplete
+        assert recorder.unfinished == 0
+    assert [x.error for x in stored(db)] == [None, None, rec_mod.INCOMPLETE]
+
+
+async def test_fast_append_stores_what_the_store_stores(db):
+    """The writer's executemany and `CassetteStore.append` give back the same exchange."""
+    x = Exchange(kind="graph", method="POST", url="https://graph.facebook.com/v23.0/1/messages",
+                 request_headers=[("Content-Type", "application/json"), ("X-Dup", "a"), ("X-Dup", "b")],
+                 request_body=send_body(), response_status=400,
+                 response_headers=[("Content-Type", "application/json")], response_body=b'{"error":1}',
+                 error="boom", started_at=1749416383.25, finished_at=1749416383.5,
+                 annotations={"media_id": MEDIA_ID})
+    with CassetteStore.open(db) as store:
+        store.create_cassette("fast")
+        store.create_cassette("slow")
+        store.append("slow", x)
+        with store.engine.connect() as conn:
+            assert rec_mod._append_rows(store, conn, "fast", [x, x]) == [0, 1]
+            assert rec_mod._append_rows(store, conn, "fast", [x]) == [2]
+            with pytest.raises(rec_mod.CassetteNotFound, match="no cassette named 'gone'"):
+                rec_mod._append_rows(store, conn, "gone", [x])
+        fast, slow = list(store.interactions("fast")), list(store.interactions("slow"))
+    assert [e.seq for e in fast] == [0, 1, 2]
+    assert fast[0] == slow[0] == dataclasses.replace(x, seq=0)
 
 
 async def test_on_recorded_errors_do_not_stop_recording(db, caplog):
