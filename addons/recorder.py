@@ -29,19 +29,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from typing import Literal
-from typing import cast
 from urllib.parse import parse_qsl
 from urllib.parse import urlsplit
 
 from mitmproxy import ctx
-from sqlalchemy import func
-from sqlalchemy import insert
-from sqlalchemy import Connection
-from sqlalchemy import Table
-from sqlalchemy import bindparam
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.exc import SQLAlchemyError
 from mitmproxy import exceptions
 from mitmproxy import http
 from mitmproxy.proxy import mode_specs
@@ -52,9 +43,7 @@ from pseudowa.proxy.contract import signature
 from pseudowa.proxy.contract import webhooks
 from pseudowa.proxy.contract.media_url import DOWNLOAD_PATH
 from pseudowa.proxy.journal import event_data
-from pseudowa.storage import models
 from pseudowa.storage.errors import CassetteExists
-from pseudowa.storage.errors import CassetteNotFound
 from pseudowa.storage.errors import StoreError
 from pseudowa.storage.records import EventData
 from pseudowa.storage.records import Exchange
@@ -336,7 +325,6 @@ class Recorder:
         self._persisting = 0  # finished flows waiting for their write
         # The writer's own thread and its own connection, kept across batches.
         self._write_thread: concurrent.futures.ThreadPoolExecutor | None = None
-        self._conn: tuple[CassetteStore, Connection] | None = None
 
     def load(self, loader):
         loader.add_option(
@@ -555,7 +543,6 @@ class Recorder:
         self._close()
 
     def _close(self) -> None:
-        self._disconnect()
         if self.store is not None:
             if self._created_new and not self._served and self.cassette is not None:
                 self._discard_if_empty(self.store, self.cassette)
@@ -826,7 +813,6 @@ class Recorder:
             self._writer, self._wake, self._closing = None, None, False
             pool, self._write_thread = self._write_thread, None
             if pool is not None:
-                await asyncio.get_running_loop().run_in_executor(pool, self._disconnect)
                 pool.shutdown(wait=False)
 
     def _report(self, pending: _Pending, exchange: Exchange) -> None:
@@ -1034,30 +1020,9 @@ class Recorder:
         """Append a run of exchanges in one transaction."""
         if not run:
             return []
-        if any(p.events for p in run):  # a webhook's events need its row id: the store's way
-            seqs = store.append_many(name, [(p.exchange, p.events) for p in run], batch=len(run))
-        else:
-            seqs = _append_rows(store, self._connection(store), name, [p.exchange for p in run])
+        seqs = store.append_many(name, [(p.exchange, p.events) for p in run], batch=len(run))
         self._update_cassette(store, name, run)
         return [dataclasses.replace(p.exchange, seq=seq) for p, seq in zip(run, seqs)]
-
-    def _connection(self, store: CassetteStore) -> Connection:
-        """The writer's connection to `store`, opened on first use and kept."""
-        if self._conn is None or self._conn[0] is not store:
-            self._disconnect()
-            try:
-                self._conn = (store, store.engine.connect())
-            except SQLAlchemyError as e:
-                raise StoreError(f"database error on {store.url}: {_first_line(e)}") from e
-        return self._conn[1]
-
-    def _disconnect(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn[1].close()
-            except SQLAlchemyError as e:  # a server gone away: nothing left to release
-                logger.debug("closing the writer's connection failed: %s", e)
 
     def _with_media(self, store: CassetteStore, name: str, pending: _Pending) -> _Pending:
         """The download's exchange once its bytes are stored (as a blob when it has an id)."""
@@ -1117,65 +1082,6 @@ class Recorder:
         if version is not None:
             self._graph_version = version
 
-
-_INTERACTION = cast(Table, models.Interaction.__table__)
-_CASSETTE = cast(Table, models.Cassette.__table__)
-# The cassette's id and its highest seq, in one round trip.
-_NEXT_SEQ = select(
-    _CASSETTE.c.id,
-    select(func.max(_INTERACTION.c.seq))
-    .where(_INTERACTION.c.cassette_id == _CASSETTE.c.id)
-    .scalar_subquery(),
-).where(_CASSETTE.c.name == bindparam("name"))
-_INSERT = insert(_INTERACTION)  # built once: its compiled form is cached by this very object
-
-
-def _append_rows(
-    store: CassetteStore, conn: Connection, name: str, exchanges: Sequence[Exchange]
-) -> list[int]:
-    """`store.append_many(name, exchanges)` for exchanges without events, as one executemany.
-
-    The same rows in the same transaction shape (cassette by name, next seq after the
-    highest, all rows or none), minus the ORM unit of work and the connection checkout
-    that cost several times the insert itself: under load the recorder writes thousands
-    of exchanges a second.
-    """
-    try:
-        with conn.begin():
-            found = conn.execute(_NEXT_SEQ, {"name": name}).first()
-            if found is None:
-                raise CassetteNotFound(name, conn.execute(select(_CASSETTE.c.name)).scalars())
-            cid, last = found
-            first = 0 if last is None else last + 1
-            rows = [
-                {
-                    "cassette_id": cid,
-                    "seq": first + i,
-                    "kind": str(x.kind),
-                    "method": x.method,
-                    "url": x.url,
-                    "request_headers": [list(h) for h in x.request_headers],
-                    "request_body": x.request_body,
-                    "response_status": x.response_status,
-                    "response_headers": [list(h) for h in x.response_headers],
-                    "response_body": x.response_body,
-                    "error": x.error,
-                    "started_at": x.started_at,
-                    "finished_at": x.finished_at,
-                    "annotations": dict(x.annotations),
-                }
-                for i, x in enumerate(exchanges)
-            ]
-            conn.execute(_INSERT, rows)
-    except (StoreError, IntegrityError):
-        raise
-    except SQLAlchemyError as e:  # as the store reports them
-        raise StoreError(f"database error on {store.url}: {_first_line(e)}") from e
-    return list(range(first, first + len(exchanges)))
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 @functools.lru_cache(maxsize=1024)  # a bot calls the same few URLs over and over

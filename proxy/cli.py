@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from typing import TypeVar
 
 import click
 
 from pseudowa.proxy import record as record_defaults
+from pseudowa.proxy.cli_store import db_option
+from pseudowa.proxy.cli_store import open_store
 from pseudowa.proxy.errors import UserError
 from pseudowa.proxy.export_cli import export_cmd
 from pseudowa.proxy.export_cli import import_cmd
@@ -24,28 +24,8 @@ from pseudowa.proxy.mutate_cli import mutate_group
 from pseudowa.storage import migrate
 from pseudowa.storage.errors import StoreError
 from pseudowa.storage.records import CassetteInfo
-from pseudowa.storage.store import DEFAULT_URL
-from pseudowa.storage.store import ENV_VAR
 from pseudowa.storage.store import CassetteStore
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def db_option(fn: F) -> F:
-    """`--db URL` on any command that opens the store (also `$PSEUDOWA_DB`)."""
-    return click.option(
-        "--db",
-        "db",
-        metavar="URL",
-        default=None,
-        help=f"Store URL (SQLAlchemy form). Default: ${ENV_VAR}, else {DEFAULT_URL}.",
-    )(fn)
-
-
-def open_store(db: str | None, *, upgrade: bool = True) -> CassetteStore:
-    """The store named by `--db` here, or on the group, or in the environment."""
-    url = db or click.get_current_context().find_root().params.get("db")
-    return CassetteStore.open(url, upgrade=upgrade)
 
 
 class _Group(click.Group):

@@ -12,15 +12,14 @@ register the commands (and runs as `python -m pseudowa.proxy.cli`).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-from typing import TypeVar
 
 import click
 
+from pseudowa.proxy.cli_store import db_option
+from pseudowa.proxy.cli_store import open_store
 from pseudowa.storage.errors import CassetteExists
 from pseudowa.storage.export import CASSETTE_FILE
 from pseudowa.storage.export import export_cassette
@@ -28,13 +27,10 @@ from pseudowa.storage.export import import_cassette
 from pseudowa.storage.records import EventData
 from pseudowa.storage.records import Exchange
 from pseudowa.storage.records import Kind
-from pseudowa.storage.store import DEFAULT_URL
-from pseudowa.storage.store import ENV_VAR
 from pseudowa.storage.store import CassetteStore
 
 from .errors import UserError
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def index_events(exchange: Exchange) -> list[EventData]:
@@ -66,22 +62,6 @@ def temporary_import(directory: Path) -> Iterator[tuple[CassetteStore, str]]:
             yield store, info.name
 
 
-def _db_option(fn: F) -> F:
-    # Same as cli.db_option (not imported: see the module docstring).
-    return click.option(
-        "--db",
-        "db",
-        metavar="URL",
-        default=None,
-        help=f"Store URL (SQLAlchemy form). Default: ${ENV_VAR}, else {DEFAULT_URL}.",
-    )(fn)
-
-
-def _open_store(db: str | None) -> CassetteStore:
-    url = db or click.get_current_context().find_root().params.get("db")
-    return CassetteStore.open(url)
-
-
 def _size(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
@@ -91,14 +71,14 @@ def _size(directory: Path) -> int:
 @click.option("-o", "--output", "directory", required=True, metavar="DIR",
               type=click.Path(path_type=Path),
               help="Directory to write (new, empty, or an earlier export, which is replaced).")
-@_db_option
+@db_option
 def export_cmd(name: str, directory: Path, db: str | None) -> None:
     """Export cassette NAME to DIR: cassette.json (reviewable JSON) and media/ files.
 
     Webhook bodies keep their exact bytes; events are not written (import re-indexes
     them). Exporting again, or after an import, gives byte-identical files.
     """
-    with _open_store(db) as store:
+    with open_store(db) as store:
         export_cassette(store, name, directory)
         info = store.get_cassette(name)
     click.echo(f"exported {name} to {directory}: {info.interaction_count} exchanges, "
@@ -109,14 +89,14 @@ def export_cmd(name: str, directory: Path, db: str | None) -> None:
 @click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
 @click.option("--name", default=None, help="Name in the store (default: the exported name).")
 @click.option("--replace", is_flag=True, help="Replace a cassette of that name.")
-@_db_option
+@db_option
 def import_cmd(directory: Path, name: str | None, replace: bool, db: str | None) -> None:
     """Import the exported cassette in DIR (checked first; the store is untouched on error).
 
     Media files are checked against their sha256 names; webhook bodies are indexed into
     events again.
     """
-    with _open_store(db) as store:
+    with open_store(db) as store:
         try:
             info = import_cassette(store, directory, name, replace=replace,
                                    index_events=index_events)

@@ -26,6 +26,7 @@ from sqlalchemy import create_engine
 from sqlalchemy import delete
 from sqlalchemy import event as sa_event
 from sqlalchemy import func
+from sqlalchemy import insert
 from sqlalchemy import inspect
 from sqlalchemy import literal
 from sqlalchemy import select
@@ -205,6 +206,25 @@ def _aware(dt: datetime) -> datetime:
 def _utc(dt: datetime) -> datetime:
     # SQLite keeps no offset: every time is written in UTC (naive ones are taken as UTC).
     return _aware(dt).astimezone(timezone.utc)
+
+
+def _interaction_values(cid: int, seq: int, exchange: Exchange) -> dict[str, Any]:
+    return {
+        "cassette_id": cid,
+        "seq": seq,
+        "kind": str(exchange.kind),
+        "method": exchange.method,
+        "url": exchange.url,
+        "request_headers": [list(h) for h in exchange.request_headers],
+        "request_body": exchange.request_body,
+        "response_status": exchange.response_status,
+        "response_headers": [list(h) for h in exchange.response_headers],
+        "response_body": exchange.response_body,
+        "error": exchange.error,
+        "started_at": exchange.started_at,
+        "finished_at": exchange.finished_at,
+        "annotations": dict(exchange.annotations),
+    }
 
 
 def _exchange(row: m.Interaction) -> Exchange:
@@ -521,29 +541,24 @@ class CassetteStore:
             )
             seq = -1 if last is None else last
             seqs = []
+            plain: list[dict[str, Any]] = []
             for exchange, events in items:
                 seq += 1
-                row = m.Interaction(
-                    cassette_id=cid,
-                    seq=seq,
-                    kind=str(exchange.kind),
-                    method=exchange.method,
-                    url=exchange.url,
-                    request_headers=[list(h) for h in exchange.request_headers],
-                    request_body=exchange.request_body,
-                    response_status=exchange.response_status,
-                    response_headers=[list(h) for h in exchange.response_headers],
-                    response_body=exchange.response_body,
-                    error=exchange.error,
-                    started_at=exchange.started_at,
-                    finished_at=exchange.finished_at,
-                    annotations=dict(exchange.annotations),
-                )
-                s.add(row)
+                values = _interaction_values(cid, seq, exchange)
                 if events:
+                    # Events need their interaction's id: the ORM way, one row.
+                    row = m.Interaction(**values)
+                    s.add(row)
                     s.flush()
                     s.add_all(self._event_rows(cid, row.id, events))
+                else:
+                    plain.append(values)
                 seqs.append(seq)
+            if plain:
+                # One executemany: the recorder and journals append thousands of
+                # event-less exchanges a second, and the ORM unit of work per row
+                # costs several times the insert itself.
+                s.execute(insert(m.Interaction), plain)
             return seqs
 
     @staticmethod

@@ -6,6 +6,7 @@ Every success and error body is checked against Meta's OpenAPI schemas
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -27,6 +28,7 @@ import pytest
 from openapi import validate
 
 from pseudowa.proxy.contract.ids import is_wamid
+from pseudowa.proxy.contract.ids import new_wamid
 from pseudowa.proxy.contract.outbound import MarkRead
 from pseudowa.proxy.contract.outbound import SendRequest
 from pseudowa.proxy.contract.webhooks import BusinessAccount
@@ -34,6 +36,8 @@ from pseudowa.proxy.graph import DEFAULT_API_VERSION
 from pseudowa.proxy.graph import FakeGraph
 from pseudowa.proxy.graph import GraphConfig
 from pseudowa.proxy.graph import redact_url
+from pseudowa.proxy.graph import send_answer
+from pseudowa.proxy.graph import send_answer_body
 from pseudowa.proxy.journal import Journal
 from pseudowa.storage.records import Exchange
 from pseudowa.storage.store import CassetteStore
@@ -711,6 +715,20 @@ async def test_unknown_routes_answer_json_400(
         assert_graph_error(resp.status, dict(resp.headers), answer, 100, 400)
 
 
+async def test_asterisk_request_target_answers_json_400(serve: Serve) -> None:
+    """`OPTIONS *` matches no path pattern; it still gets Meta's envelope, like any miss."""
+    _, base = await serve()
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raw = await reader.read()
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    assert_graph_error(int(lines[0].split()[1]), headers, json.loads(body), 100, 400)
+
+
 async def test_unexpected_failure_is_a_json_500(
     serve: Serve, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
@@ -747,6 +765,16 @@ async def test_listener_gets_the_returned_wamid(serve: Serve, http: aiohttp.Clie
     [(sent, wamid, recorded)] = listener.sends
     assert wamid == answer["messages"][0]["id"] and recorded is False
     assert (sent.to, sent.wa_id, sent.type) == ("+16505551234", TO, "text")
+
+
+@pytest.mark.parametrize(("to", "kind"), [
+    (TO, "text"), (TO, "template"), ('+1 "650" \\ 555-1234', "text"), ("\u0661\u0662\u0663", "text"),
+])
+def test_send_answer_body_is_send_answer_as_compact_json(to: str, kind: str) -> None:
+    send_ = SendRequest(to=to, wa_id="".join(ch for ch in to if ch.isdigit()), type=kind, body={})
+    wamid = new_wamid(send_.wa_id)
+    expected = json.dumps(send_answer(send_, wamid), separators=(",", ":")).encode()
+    assert send_answer_body(send_, wamid) == expected
 
 
 # -- journal -----------------------------------------------------------------------------

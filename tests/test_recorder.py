@@ -862,13 +862,14 @@ def _sends(n: int) -> list[http.HTTPFlow]:
 def _count_appends(monkeypatch) -> list[int]:
     """Sizes of the transactions the writer appends in."""
     sizes: list[int] = []
-    append = rec_mod._append_rows
+    append = CassetteStore.append_many
 
-    def counting(store, conn, name, exchanges):
-        sizes.append(len(exchanges))
-        return append(store, conn, name, exchanges)
+    def counting(store, name, items, **kw):
+        items = list(items)
+        sizes.append(len(items))
+        return append(store, name, items, **kw)
 
-    monkeypatch.setattr(rec_mod, "_append_rows", counting)
+    monkeypatch.setattr(CassetteStore, "append_many", counting)
     return sizes
 
 
@@ -908,11 +909,11 @@ async def test_batches_keep_the_order_around_downloads_and_webhooks(db):
 async def test_a_failed_batch_kills_its_flows_and_all_queued_after(db, monkeypatch, caplog):
     calls = []
 
-    def broken(store, conn, name, exchanges):
-        calls.append(len(exchanges))
+    def broken(store, name, items, **kw):
+        calls.append(len(list(items)))
         raise rec_mod.StoreError("disk full")
 
-    monkeypatch.setattr(rec_mod, "_append_rows", broken)
+    monkeypatch.setattr(CassetteStore, "append_many", broken)
     recorder = Recorder()
     with taddons.context(recorder) as tctx:
         configure(tctx, recorder, db)
@@ -987,8 +988,8 @@ async def test_unfinished_counts_flows_until_written(db):
     assert [x.error for x in stored(db)] == [None, None, rec_mod.INCOMPLETE]
 
 
-async def test_fast_append_stores_what_the_store_stores(db):
-    """The writer's executemany and `CassetteStore.append` give back the same exchange."""
+async def test_batched_append_stores_what_a_single_append_stores(db):
+    """The store's executemany path and its one-row path give back the same exchange."""
     x = Exchange(kind="graph", method="POST", url="https://graph.facebook.com/v23.0/1/messages",
                  request_headers=[("Content-Type", "application/json"), ("X-Dup", "a"), ("X-Dup", "b")],
                  request_body=send_body(), response_status=400,
@@ -999,11 +1000,10 @@ async def test_fast_append_stores_what_the_store_stores(db):
         store.create_cassette("fast")
         store.create_cassette("slow")
         store.append("slow", x)
-        with store.engine.connect() as conn:
-            assert rec_mod._append_rows(store, conn, "fast", [x, x]) == [0, 1]
-            assert rec_mod._append_rows(store, conn, "fast", [x]) == [2]
-            with pytest.raises(rec_mod.CassetteNotFound, match="no cassette named 'gone'"):
-                rec_mod._append_rows(store, conn, "gone", [x])
+        assert store.append_many("fast", [x, x]) == [0, 1]
+        assert store.append_many("fast", [x]) == [2]
+        with pytest.raises(rec_mod.StoreError, match="no cassette named 'gone'"):
+            store.append_many("gone", [x])
         fast, slow = list(store.interactions("fast")), list(store.interactions("slow"))
     assert [e.seq for e in fast] == [0, 1, 2]
     assert fast[0] == slow[0] == dataclasses.replace(x, seq=0)
