@@ -22,6 +22,7 @@ from typing import Any
 from typing import BinaryIO
 
 from sqlalchemy import Engine
+from sqlalchemy import bindparam
 from sqlalchemy import create_engine
 from sqlalchemy import delete
 from sqlalchemy import event as sa_event
@@ -206,6 +207,14 @@ def _aware(dt: datetime) -> datetime:
 def _utc(dt: datetime) -> datetime:
     # SQLite keeps no offset: every time is written in UTC (naive ones are taken as UTC).
     return _aware(dt).astimezone(timezone.utc)
+
+
+_NEXT_SEQ = select(
+    m.Cassette.id,
+    select(func.max(m.Interaction.seq))
+    .where(m.Interaction.cassette_id == m.Cassette.id)
+    .scalar_subquery(),
+).where(m.Cassette.name == bindparam("name"))
 
 
 def _interaction_values(cid: int, seq: int, exchange: Exchange) -> dict[str, Any]:
@@ -535,10 +544,12 @@ class CassetteStore:
 
     def _append_batch(self, name: str, items: Sequence[ExchangeWithEvents]) -> list[int]:
         with self._session() as s:
-            cid = self._cassette_id(s, name)
-            last = s.scalar(
-                select(func.max(m.Interaction.seq)).where(m.Interaction.cassette_id == cid)
-            )
+            # The cassette's id and its highest seq in one round trip: the recorder
+            # appends a batch per few milliseconds under load.
+            found = s.execute(_NEXT_SEQ, {"name": name}).first()
+            if found is None:
+                raise CassetteNotFound(name, s.scalars(select(m.Cassette.name)).all())
+            cid, last = found
             seq = -1 if last is None else last
             seqs = []
             plain: list[dict[str, Any]] = []
