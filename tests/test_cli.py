@@ -14,6 +14,7 @@ from pseudowa.proxy.cli import cli
 from pseudowa.storage.records import EventData
 from pseudowa.storage.records import Exchange
 from pseudowa.storage.store import CassetteStore
+from ports import free_port as _free_port
 
 
 @pytest.fixture
@@ -181,14 +182,6 @@ def test_foreign_sqlite_database_is_refused(runner: CliRunner, tmp_path: Path) -
 
 
 # -- replay ------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _BotProcess:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import socket
 import time
 from collections.abc import AsyncIterator
 from collections.abc import Awaitable
@@ -47,6 +46,7 @@ from pseudowa.storage.errors import CassetteExists
 from pseudowa.storage.errors import StoreError
 from pseudowa.storage.records import Exchange
 from pseudowa.storage.store import CassetteStore
+from ports import free_port
 
 TOKEN = "pseudowa-access-token"
 SECRET = "pseudowa-app-secret"
@@ -310,12 +310,6 @@ def test_swapped_media_answer_has_hex_sha_and_string_size() -> None:
 
 
 # -- replays against the example bot ---------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @web.middleware

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -21,12 +21,6 @@ def walkthrough_blocks() -> list[str]:
     start = text.index("## Five-minute walkthrough")
     end = text.index("\n## ", start + 1)
     return re.findall(r"```sh\n(.*?)```", text[start:end], flags=re.S)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_walkthrough_has_record_replay_mutate_and_check() -> None:

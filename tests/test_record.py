@@ -39,6 +39,9 @@ from pseudowa.proxy.record import Listeners
 from pseudowa.proxy.record import RecordOptions
 from pseudowa.proxy.record import record
 from pseudowa.storage.store import CassetteStore
+from ports import free_ports as _free_ports
+from ports import free_port as _free_port
+from ports import wait_port as _wait_port
 
 TOKEN = "EAAtest-Access-Token-7c1f"
 SECRET = "app-Secret-5d2e"
@@ -50,37 +53,6 @@ SUMMARY = re.compile(
     r"recorded (\S+): (\d+) exchanges \((\d+) webhook, (\d+) graph, (\d+) media\), "
     r"(\d+) media bytes"
 )
-
-
-def _free_ports(n: int) -> list[int]:
-    """`n` distinct ports free on 127.0.0.1 (held open together, so never the same twice)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _free_port() -> int:
-    return _free_ports(1)[0]
-
-
-async def _wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
-            await asyncio.sleep(0.05)
-        else:
-            writer.close()
-            await writer.wait_closed()
-            return
 
 
 class _Process:

@@ -128,12 +128,6 @@ def test_bad_options_are_refused(options: dict[str, object], expected: str) -> N
 # -- inside a real mitmproxy ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _serve(name: str) -> tuple[web.AppRunner, int, list[str]]:
     """A plain HTTP server answering `<name> <path?query> <Host>`, noting what it saw."""
     seen: list[str] = []

@@ -34,17 +34,12 @@ from pseudowa.proxy.replay import Replay
 from pseudowa.proxy.replay import ReplayOptions
 from pseudowa.proxy.replay import ReplayReport
 from pseudowa.storage.store import CassetteStore
+from ports import free_port
 
 TOKEN = "pseudowa-access-token"
 SECRET = "pseudowa-app-secret"
 VERIFY = "pseudowa-verify-token"
 RECEIVED = web.AppKey("received", list[bytes])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @web.middleware

@@ -7,9 +7,7 @@ import asyncio
 import importlib.util
 import json
 import os
-import socket
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -17,6 +15,8 @@ from typing import Any
 import pytest
 
 from pseudowa.storage.export import CASSETTE_FILE
+from ports import free_ports as _free_ports
+from ports import wait_port as _wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CASSETTES = ROOT / "cassettes"
@@ -47,32 +47,6 @@ def _doc(name: str) -> dict[str, Any]:
 
 def _files(name: str) -> list[Path]:
     return sorted(p for p in (CASSETTES / name).rglob("*") if p.is_file())
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-async def _wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
-            await asyncio.sleep(0.05)
-        else:
-            writer.close()
-            await writer.wait_closed()
-            return
 
 
 def _sends(doc: dict[str, Any]) -> list[dict[str, Any]]:
