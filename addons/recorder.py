@@ -42,10 +42,9 @@ from pseudowa.proxy.contract import matching
 from pseudowa.proxy.contract import signature
 from pseudowa.proxy.contract import webhooks
 from pseudowa.proxy.contract.media_url import DOWNLOAD_PATH
-from pseudowa.proxy.journal import event_data
 from pseudowa.storage.errors import CassetteExists
 from pseudowa.storage.errors import StoreError
-from pseudowa.storage.records import EventData
+from pseudowa.storage.records import EventLike
 from pseudowa.storage.records import Exchange
 from pseudowa.storage.records import Kind
 from pseudowa.storage.records import Source
@@ -281,7 +280,7 @@ class _Pending:
 
     kind: str
     exchange: Exchange
-    events: list[EventData]
+    events: list[EventLike]
     media: bytes | None = None  # a download's bytes: stored once as a blob
     media_id: str | None = None
     media_mime: str | None = None
@@ -898,7 +897,7 @@ class Recorder:
             payload = webhooks.parse(req_body)
             if payload is not None:
                 found = webhooks.events(payload)
-                pending.events = event_data(found)
+                pending.events = list(found)
                 pending.phone_number_ids = frozenset(
                     e.phone_number_id for e in found if e.phone_number_id
                 )

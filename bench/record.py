@@ -72,7 +72,7 @@ async def _serve_plain(args: argparse.Namespace, ready: asyncio.Future[int],
     from mitmproxy.options import Options
     from mitmproxy.tools.dump import DumpMaster
 
-    from pseudowa.proxy.record import _drop_error_check
+    from pseudowa.proxy.mitm.record import _drop_error_check
 
     port = _free_port()
     opts = Options()
@@ -104,8 +104,8 @@ async def _serve_record(args: argparse.Namespace, ready: asyncio.Future[int],
     from urllib.parse import urlsplit
 
     from pseudowa.addons.recorder import Recorder
-    from pseudowa.proxy.record import RecordOptions
-    from pseudowa.proxy.record import record
+    from pseudowa.proxy.mitm.record import RecordOptions
+    from pseudowa.proxy.mitm.record import record
 
     # Instrumentation (information only): how the writer batches, and what it costs.
     write_batch = getattr(Recorder, "_write_batch", None)

@@ -450,9 +450,9 @@ def make_webhooks(n: int) -> list[bytes]:
 
 
 async def _emit(url: str, bodies: list[bytes], concurrency: int) -> tuple[object, float]:
-    from pseudowa.proxy.emitter import Delivery
-    from pseudowa.proxy.emitter import Emitter
-    from pseudowa.proxy.emitter import EmitterConfig
+    from pseudowa.proxy.sandbox.emitter import Delivery
+    from pseudowa.proxy.sandbox.emitter import Emitter
+    from pseudowa.proxy.sandbox.emitter import EmitterConfig
 
     config = EmitterConfig(bot_url=url, app_secret=APP_SECRET, skip_verify=True, speed=0,
                            concurrency=concurrency, signing="valid")
@@ -720,7 +720,7 @@ def main() -> int:
     try:
         import aiohttp  # noqa: F401
 
-        import pseudowa.proxy.graph  # noqa: F401
+        import pseudowa.proxy.sandbox.graph  # noqa: F401
     except ImportError as e:
         say(f"cannot import the project ({e}): run with the venv, e.g. .venv/bin/python bench/run.py")
         return 1

@@ -55,9 +55,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 async def start_fake(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from pseudowa.proxy.graph import FakeGraph
-    from pseudowa.proxy.graph import GraphConfig
-    from pseudowa.proxy.journal import Journal
+    from pseudowa.proxy.sandbox.graph import FakeGraph
+    from pseudowa.proxy.sandbox.graph import GraphConfig
+    from pseudowa.proxy.sandbox.journal import Journal
     from pseudowa.storage.store import CassetteStore
 
     store = CassetteStore.open(args.db) if args.db else None

@@ -64,7 +64,7 @@ from typing import Any
 from .errors import CassetteExists
 from .errors import StoreError
 from .records import CassetteInfo
-from .records import EventData
+from .records import EventLike
 from .records import Exchange
 from .records import HistoryEntry
 from .records import Kind
@@ -81,7 +81,7 @@ INLINE_BINARY_MAX = 4096  # binary bodies up to this size stay in cassette.json 
 MAX_JSON_DEPTH = 64  # deeper JSON bodies are kept as text (the file writer recurses)
 IMPORT_OPERATION = "import"  # history entries of this operation are not exported
 
-IndexEvents = Callable[[Exchange], Sequence[EventData]]
+IndexEvents = Callable[[Exchange], Sequence[EventLike]]
 
 # Ways a JSON body may have been serialised, tried in this order; the first one that
 # reproduces the exact bytes is recorded with the body. "compact-ascii" is Meta's
@@ -549,7 +549,7 @@ def import_cassette(
 
 def _with_events(
     exchanges: Iterable[Exchange], index_events: IndexEvents | None
-) -> Iterator[tuple[Exchange, Sequence[EventData]]]:
+) -> Iterator[tuple[Exchange, Sequence[EventLike]]]:
     for x in exchanges:
         yield x, (list(index_events(x)) if index_events is not None else [])
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 Headers = list[tuple[str, str]]
 
@@ -46,6 +47,30 @@ class CassetteInfo:
     media_count: int = 0
 
 
+class EventLike(Protocol):
+    """What the store reads of an event it indexes: EventData, or the contract's
+    WebhookEvent as it is (storage imports nothing of ours, so it names no such class)."""
+
+    @property
+    def wamid(self) -> str | None: ...
+    @property
+    def category(self) -> str: ...
+    @property
+    def type(self) -> str | None: ...
+    @property
+    def sender(self) -> str | None: ...
+    @property
+    def recipient(self) -> str | None: ...
+    @property
+    def media_id(self) -> str | None: ...
+    @property
+    def media_sha256(self) -> str | None: ...
+    @property
+    def timestamp(self) -> str | None: ...
+    @property
+    def position(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class EventData:
     """One message, status or error inside a webhook body, as indexed for look-up."""
@@ -66,6 +91,15 @@ class Event(EventData):
     """An indexed event as stored, with the interaction it came from."""
 
     interaction_seq: int = 0
+
+    @classmethod
+    def indexed(cls, e: EventLike, interaction_seq: int) -> Event:
+        """The event as the store lists it once `e` is indexed at `interaction_seq`."""
+        return cls(
+            wamid=e.wamid, category=e.category, type=e.type, sender=e.sender,
+            recipient=e.recipient, media_id=e.media_id, media_sha256=e.media_sha256,
+            timestamp=e.timestamp, position=e.position, interaction_seq=interaction_seq,
+        )
 
 
 @dataclass(frozen=True)

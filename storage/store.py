@@ -53,7 +53,7 @@ from .errors import MediaNotFound
 from .errors import StoreError
 from .records import CassetteInfo
 from .records import Event
-from .records import EventData
+from .records import EventLike
 from .records import Exchange
 from .records import HistoryEntry
 from .records import MediaInfo
@@ -67,7 +67,7 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _PAGE = 64
 
-ExchangeWithEvents = tuple[Exchange, Sequence[EventData]]
+ExchangeWithEvents = tuple[Exchange, Sequence[EventLike]]
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -523,7 +523,7 @@ class CassetteStore:
 
     # -- interactions ------------------------------------------------------------------
 
-    def append(self, name: str, exchange: Exchange, events: Sequence[EventData] = ()) -> int:
+    def append(self, name: str, exchange: Exchange, events: Sequence[EventLike] = ()) -> int:
         """Append one exchange (and the events its webhook body holds); returns its seq."""
         return self.append_many(name, [(exchange, events)])[0]
 
@@ -573,7 +573,7 @@ class CassetteStore:
             return seqs
 
     @staticmethod
-    def _event_rows(cid: int, interaction_id: int, events: Sequence[EventData]) -> list[m.Event]:
+    def _event_rows(cid: int, interaction_id: int, events: Sequence[EventLike]) -> list[m.Event]:
         return [
             m.Event(
                 cassette_id=cid,

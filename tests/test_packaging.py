@@ -39,7 +39,7 @@ def test_wheel_ships_namespaced_packages_and_migrations(wheel: Path) -> None:
     assert "pseudowa/migrations/script.py.mako" in names
     assert "pseudowa/migrations/versions/0001_initial_schema.py" in names
     assert "pseudowa/storage/store.py" in names
-    assert "pseudowa/proxy/cli.py" in names
+    assert "pseudowa/proxy/cli/main.py" in names
     # No generic top-level names land in site-packages.
     tops = {n.split("/", 1)[0] for n in names if not n.startswith("pseudowa-")}
     assert tops == {"pseudowa"}

@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from ports import free_port
+from pseudowa.proxy.testing.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

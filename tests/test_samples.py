@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 
 from pseudowa.storage.export import CASSETTE_FILE
-from ports import free_ports as _free_ports
-from ports import wait_port as _wait_port
+from pseudowa.proxy.testing.ports import free_ports as _free_ports
+from pseudowa.proxy.testing.ports import wait_port as _wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CASSETTES = ROOT / "cassettes"
 NAMES = ["image-round-trip", "text-button", "failed-send"]
 MAX_SAMPLE_BYTES = 100_000
-CLI = [sys.executable, "-m", "pseudowa.proxy.cli"]
+CLI = [sys.executable, "-m", "pseudowa.proxy.cli.main"]
 # The replay's own secrets: any will do, the bot just has to share them.
 REPLAY_SECRETS = {"--access-token": "replay-token", "--app-secret": "replay-secret",
                   "--verify-token": "replay-verify"}
@@ -74,7 +74,7 @@ def _webhook_values(doc: dict[str, Any]) -> list[dict[str, Any]]:
 async def test_sample_replays_with_check(name: str) -> None:
     graph_port, bot_port = _free_ports(2)
     bot = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pseudowa.proxy.example_bot", "--port", str(bot_port),
+        sys.executable, "-m", "pseudowa.proxy.examples.example_bot", "--port", str(bot_port),
         env={**os.environ, "WA_GRAPH_URL": f"http://127.0.0.1:{graph_port}",
              "WA_TOKEN": REPLAY_SECRETS["--access-token"],
              "WA_APP_SECRET": REPLAY_SECRETS["--app-secret"],

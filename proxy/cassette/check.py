@@ -1,0 +1,238 @@
+"""The replay check: did the bot behave now as it did when the cassette was recorded?
+
+Pure functions over two lists of exchanges (the cassette's and the run's journal),
+which have the same form, so the same attribution works on both sides.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections import Counter
+from collections.abc import Iterable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
+from typing import Any
+
+from pseudowa.storage.records import Exchange
+
+from pseudowa.proxy.contract import webhooks
+from pseudowa.proxy.contract.errors import GraphError
+from pseudowa.proxy.contract.matching import DEFAULT_VOLATILE
+from pseudowa.proxy.contract.matching import RequestShape
+from pseudowa.proxy.contract.matching import diff_fields
+from pseudowa.proxy.contract.outbound import SendRequest
+from pseudowa.proxy.contract.outbound import parse_send
+
+
+@dataclass(frozen=True)
+class Send:
+    """One message the bot sent (read receipts are not sends)."""
+
+    shape: RequestShape
+    request: SendRequest
+    started_at: float
+    status: int | None
+
+    @property
+    def refers_to(self) -> str | None:
+        """The inbound wamid this send answers, when the bot said so."""
+        if self.request.reply_to:
+            return self.request.reply_to
+        if self.request.type == "reaction":
+            target = self.request.body.get("reaction", {}).get("message_id")
+            return target if isinstance(target, str) else None
+        return None
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One POST of a webhook to the bot, with the inbound message wamids it carried."""
+
+    started_at: float
+    finished_at: float
+    status: int | None
+    error: str | None
+    wamids: tuple[str, ...]
+    label: str
+
+
+def is_send_path(url: str) -> bool:
+    return url.split("?", 1)[0].rstrip("/").endswith("/messages")
+
+
+def sends(exchanges: Iterable[Exchange], volatile: Sequence[str] = DEFAULT_VOLATILE) -> list[Send]:
+    """The bot's message sends among `exchanges`, in order (valid requests only)."""
+    found = []
+    for x in exchanges:
+        if x.kind != "graph" or x.method.upper() != "POST":
+            continue
+        if not is_send_path(x.url):
+            continue
+        try:
+            request = parse_send(x.request_body)
+        except GraphError:
+            continue
+        if isinstance(request, SendRequest):
+            # The seed route POST /messages and /{phone_id}/messages are the same send.
+            shape = replace(RequestShape.of(x.method, x.url, x.request_body, volatile), path="/messages")
+            found.append(Send(shape, request, x.started_at, x.response_status))
+    return found
+
+
+def deliveries(exchanges: Iterable[Exchange]) -> list[WebhookDelivery]:
+    """Webhook POSTs among `exchanges` with the inbound message wamids each carried."""
+    found = []
+    for x in exchanges:
+        if x.kind != "webhook" or x.method.upper() != "POST":
+            continue
+        payload = webhooks.parse(x.request_body)
+        events = webhooks.events(payload) if payload else []
+        wamids = tuple(e.wamid for e in events if e.category == "message" and e.wamid)
+        label = x.annotations.get("label", "") if x.annotations else ""
+        if not label:
+            label = ", ".join(f"{e.category} {e.type} {e.wamid or ''}".strip() for e in events)
+        found.append(
+            WebhookDelivery(x.started_at, x.finished_at, x.response_status, x.error, wamids, label)
+        )
+    return found
+
+
+def replies_per_wamid(
+    sends_: Sequence[Send], deliveries_: Sequence[WebhookDelivery]
+) -> Counter[str]:
+    """How many sends answer each inbound wamid.
+
+    A send counts for the wamid it names (context.message_id, reaction target);
+    otherwise for the message whose delivery was in flight when it was made, which
+    is how a bot that processes before answering 200 replies.
+    """
+    counts: Counter[str] = Counter()
+    for send in sends_:
+        target = send.refers_to
+        if target is None:
+            for d in deliveries_:
+                if d.started_at <= send.started_at <= d.finished_at and len(d.wamids) == 1:
+                    target = d.wamids[0]
+                    break
+        if target is not None:
+            counts[target] += 1
+    return counts
+
+
+@dataclass
+class CheckResult:
+    """What differs between the recording and the run."""
+
+    recorded_sends: int = 0
+    run_sends: int = 0
+    missing: list[Send] = field(default_factory=list)  # recorded, not sent now
+    extra: list[Send] = field(default_factory=list)  # sent now, not recorded
+    reordered: bool = False
+    dedupe_failures: dict[str, tuple[int, int]] = field(default_factory=dict)  # wamid: (copies, replies)
+    not_ok: list[WebhookDelivery] = field(default_factory=list)  # non-200 answers
+    undelivered: list[str] = field(default_factory=list)  # labels of webhooks never answered 200
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.extra or self.dedupe_failures or self.undelivered)
+
+    def diff_lines(self) -> list[str]:
+        """A readable diff: each missing send against its nearest extra one, field by field."""
+        lines: list[str] = []
+        extras = list(self.extra)
+        for miss in self.missing:
+            best = _closest(miss, extras)
+            if best is None:
+                lines.append(f"- recorded send not made now: {_summary(miss)}")
+                lines.extend(_json_diff(miss.shape.body, None))
+                continue
+            extras.remove(best)
+            fields = diff_fields(miss.shape.body, best.shape.body)
+            lines.append(
+                f"~ send to {best.request.to} ({best.request.type}) differs in: {', '.join(fields)}"
+            )
+            lines.extend(_json_diff(miss.shape.body, best.shape.body))
+        for extra in extras:
+            lines.append(f"+ send not in the recording: {_summary(extra)}")
+            lines.extend(_json_diff(None, extra.shape.body))
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "recorded_sends": self.recorded_sends,
+            "run_sends": self.run_sends,
+            "missing": [s.shape.body for s in self.missing],
+            "extra": [s.shape.body for s in self.extra],
+            "reordered": self.reordered,
+            "dedupe_failures": {
+                w: {"copies": c, "replies": r} for w, (c, r) in self.dedupe_failures.items()
+            },
+            "non_200": [
+                {"webhook": d.label, "status": d.status, "error": d.error} for d in self.not_ok
+            ],
+            "undelivered": self.undelivered,
+        }
+
+
+def _summary(send: Send) -> str:
+    return f"{send.request.type} to {send.request.to}"
+
+
+def _closest(send: Send, candidates: Sequence[Send]) -> Send | None:
+    same_kind = [c for c in candidates if c.request.type == send.request.type]
+    if not same_kind:
+        return None
+    return min(same_kind, key=lambda c: len(diff_fields(send.shape.body, c.shape.body)))
+
+
+def _json_diff(a: Any, b: Any) -> list[str]:
+    def lines(v: Any) -> list[str]:
+        return [] if v is None else json.dumps(v, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+
+    return [
+        "    " + line
+        for line in difflib.unified_diff(lines(a), lines(b), "recorded", "now", n=2, lineterm="")
+    ]
+
+
+def compare(
+    recorded: Sequence[Exchange],
+    run: Sequence[Exchange],
+    volatile: Sequence[str] = DEFAULT_VOLATILE,
+) -> CheckResult:
+    """Compare the bot's sends (as a multiset: delivery order may be perturbed on purpose),
+    its dedupe behaviour, and its webhook answers."""
+    rec_sends, run_sends = sends(recorded, volatile), sends(run, volatile)
+    result = CheckResult(recorded_sends=len(rec_sends), run_sends=len(run_sends))
+    remaining = Counter(s.shape.key() for s in rec_sends)
+    for s in run_sends:
+        if remaining[s.shape.key()] > 0:
+            remaining[s.shape.key()] -= 1
+        else:
+            result.extra.append(s)
+    taken: Counter[str] = Counter()
+    run_keys = Counter(s.shape.key() for s in run_sends)
+    for s in rec_sends:
+        if taken[s.shape.key()] < run_keys[s.shape.key()]:
+            taken[s.shape.key()] += 1
+        else:
+            result.missing.append(s)
+    if not (result.missing or result.extra):
+        result.reordered = [s.shape.key() for s in rec_sends] != [s.shape.key() for s in run_sends]
+
+    run_deliveries = deliveries(run)
+    rec_replies = replies_per_wamid(rec_sends, deliveries(recorded))
+    run_replies = replies_per_wamid(run_sends, run_deliveries)
+    copies: Counter[str] = Counter()
+    for d in run_deliveries:
+        copies.update(set(d.wamids))
+    for wamid, n in copies.items():
+        if n > 1 and run_replies[wamid] > max(rec_replies[wamid], 1):
+            result.dedupe_failures[wamid] = (n, run_replies[wamid])
+
+    result.not_ok = [d for d in run_deliveries if d.status != 200]
+    return result

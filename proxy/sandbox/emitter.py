@@ -1,0 +1,621 @@
+"""The webhook delivery engine: sends webhooks to the bot the way Meta does.
+
+It performs the verify handshake (whatsapp-cloud-api.md §1), then POSTs each webhook
+signed over its exact bytes (§4), keeping the recorded timing scaled by `speed`, and
+retries failures with decreasing frequency until the policy gives up (§5). Faults can
+be injected on purpose: duplicate deliveries, reordering, batching, missing or wrong
+signatures. Every attempt is logged, kept in `attempts` and written to the journal.
+
+Hot path: a body is signed once when it becomes a POST (retries and duplicate copies
+reuse the headers); nothing is parsed unless a journal wants the events or a batch
+has to be merged. Workers (as many as `concurrency`) take POSTs off a ready queue in
+order; one scheduler moves deliveries and retries onto it when they fall due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from collections.abc import Iterable
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Literal
+
+import aiohttp
+from yarl import URL
+
+from pseudowa.storage.records import Exchange
+from pseudowa.storage.records import Kind
+
+from pseudowa.proxy.contract import signature
+from pseudowa.proxy.contract import webhooks
+from pseudowa.proxy.errors import VerifyFailed
+from pseudowa.proxy.sandbox.journal import Journal
+
+logger = logging.getLogger(__name__)
+
+DAY = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Meta's: retried at once, then with decreasing frequency, dropped after 7 days.
+
+    `delays_s[n]` is the wait before attempt `n` (0 is the first try) counted from the
+    end of attempt `n - 1`; past the table, attempts come every `repeat_s`. Waits are
+    multiplied by `time_scale` (0.0001 compresses 7 days into about 60 s) while the age
+    that `max_age_s` bounds is kept in unscaled time.
+    """
+
+    delays_s: tuple[float, ...] = (
+        0, 0, 10, 30, 120, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600,
+    )
+    max_age_s: float = 7 * DAY
+    time_scale: float = 1.0
+    repeat_s: float = DAY
+
+    def unscaled_delay(self, attempt: int) -> float:
+        """The wait before `attempt` in Meta's time."""
+        if attempt < len(self.delays_s):
+            return float(self.delays_s[attempt])
+        return self.repeat_s
+
+    def delay(self, attempt: int) -> float:
+        """The wait before `attempt` in this run's time (scaled)."""
+        return self.unscaled_delay(attempt) * self.time_scale
+
+    def gives_up(self, age_s: float) -> bool:
+        """True when a delivery this old (unscaled seconds since its first try) is dropped."""
+        return age_s > self.max_age_s
+
+
+@dataclass
+class EmitterConfig:
+    """How to deliver: where, how signed, how fast, and which faults to inject."""
+
+    bot_url: str
+    app_secret: str = "pseudowa-app-secret"
+    verify_token: str = "pseudowa-verify-token"
+    skip_verify: bool = False
+    signing: Literal["valid", "none", "bad"] = "valid"  # --no-sign / --bad-signature
+    speed: float = 1.0  # recorded offsets are divided by this; 0 = as fast as possible
+    duplicate: float = 0.0  # probability a POST is sent twice (same bytes and signature)
+    reorder: int = 0  # shuffle within windows of N deliveries
+    batch: int = 1  # merge up to N consecutive due deliveries into one POST
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout_s: float = 10.0  # a bot slower than this = failed attempt
+    concurrency: int = 1  # POSTs in flight at once (1 keeps order)
+    seed: int | None = None
+    legacy_sha1: bool = True  # also send X-Hub-Signature: sha1=... as Meta does
+    user_agent: str = "facebookexternalua"
+
+    def __post_init__(self) -> None:
+        if self.signing not in ("valid", "none", "bad"):
+            raise ValueError(f"signing must be valid, none or bad, not {self.signing!r}")
+        if self.speed < 0:
+            raise ValueError("speed must be >= 0")
+        if not 0.0 <= self.duplicate <= 1.0:
+            raise ValueError("duplicate is a probability between 0 and 1")
+        if self.reorder < 0 or self.batch < 1 or self.concurrency < 1:
+            raise ValueError("reorder must be >= 0, batch and concurrency >= 1")
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook to deliver."""
+
+    body: bytes  # exact bytes: recorded bodies are re-sent byte for byte
+    offset_s: float = 0.0  # recorded offset from the start of the cassette
+    label: str = ""  # for logs, e.g. "#3 message text wamid.X"
+    hold_until: str | None = None  # a wamid: held until trigger(wamid)
+    trigger_offset_s: float | None = None  # recorded offset of the send that releases it
+    signing: Literal["valid", "none", "bad"] | None = None  # overrides config.signing
+
+
+@dataclass
+class Attempt:
+    """One POST of a body to the bot."""
+
+    delivery_id: int
+    copy: int  # 0 the original, 1.. duplicates
+    attempt: int  # 0 the first try, 1.. retries
+    started: float  # seconds since the epoch
+    finished: float
+    status: int | None
+    error: str | None
+    body_len: int
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+@dataclass
+class Outcome:
+    """What became of one POST body (a delivery, or several merged by batching)."""
+
+    delivery_id: int
+    label: str
+    body: bytes
+    delivered: bool = False
+    attempts: list[Attempt] = field(default_factory=list)
+    dropped_reason: str | None = None
+    duplicated: bool = False
+    parts: tuple[int, ...] = ()  # the delivery ids merged into this body
+    _wamids: list[str] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def wamids(self) -> list[str]:
+        """The wamids of the messages and statuses the body carries (parsed on first use)."""
+        if self._wamids is None:
+            payload = webhooks.parse(self.body)
+            events = webhooks.events(payload) if payload else []
+            self._wamids = [e.wamid for e in events if e.wamid]
+        return self._wamids
+
+
+@dataclass
+class _Pending:
+    """A delivery waiting for its first POST."""
+
+    delivery_id: int
+    delivery: Delivery
+
+
+@dataclass
+class _Post:
+    """A body on its way: signed once, retried with the same bytes and headers."""
+
+    outcome: Outcome
+    headers: dict[str, str]
+    duplicate: bool
+    next_attempt: int = 0
+    age_s: float = 0.0  # unscaled, since the first try
+
+
+def _truncate(data: bytes, limit: int = 80) -> str:
+    text = repr(data[:limit])
+    return text + ("..." if len(data) > limit else "")
+
+
+class Emitter:
+    """Delivers webhooks to `config.bot_url`; see the module docstring."""
+
+    def __init__(
+        self,
+        config: EmitterConfig,
+        journal: Journal | None = None,
+        on_attempt: Callable[[Attempt, Outcome], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.on_attempt = on_attempt
+        self.outcomes: list[Outcome] = []
+        self.attempts: list[Attempt] = []
+        self.dropped: list[Outcome] = []
+        self.never_triggered: list[Delivery] = []
+        self._rng = random.Random(config.seed)
+        self._session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
+        self._next_id = 0
+        self._seq = 0
+        # Times are seconds since the origin (the loop's clock when the emitter started).
+        self._origin: float | None = None
+        self._heap: list[tuple[float, int, _Pending | _Post]] = []
+        self._ready: deque[_Pending | _Post] = deque()
+        self._ready_event = asyncio.Event()
+        self._held: dict[str, list[_Pending]] = {}
+        self._triggered: dict[str, float] = {}  # wamid -> when it was triggered
+        self._in_flight = 0
+        self._last_activity = 0.0
+        self._wakeup: asyncio.Future[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+
+    # -- scheduling (synchronous; safe to call from handlers while run() is going) ------
+
+    def add(self, deliveries: Iterable[Delivery]) -> None:
+        """Schedule deliveries at their recorded offsets (held ones wait for a trigger)."""
+        timed: list[tuple[float, _Pending]] = []
+        for delivery in deliveries:
+            pending = _Pending(self._new_id(), delivery)
+            if delivery.hold_until is None:
+                timed.append((self._scaled(delivery.offset_s), pending))
+            elif delivery.hold_until in self._triggered:
+                timed.append((self._release_time(delivery, self._triggered[delivery.hold_until]),
+                              pending))
+            else:
+                self._held.setdefault(delivery.hold_until, []).append(pending)
+        self._schedule(timed)
+
+    def add_now(self, delay_s: float, body: bytes, label: str) -> None:
+        """Schedule `body` `delay_s` from now (scaled by speed; speed 0 means at once)."""
+        pending = _Pending(self._new_id(), Delivery(body=body, label=label))
+        self._schedule([(self._now() + self._scaled(delay_s), pending)])
+
+    def trigger(self, wamid: str) -> None:
+        """Release the deliveries held for `wamid`, keeping their recorded gap to the send."""
+        now = self._now()
+        self._triggered.setdefault(wamid, now)
+        released = self._held.pop(wamid, [])
+        self._schedule([(self._release_time(p.delivery, now), p) for p in released])
+        self._touch()
+
+    def _schedule(self, timed: list[tuple[float, _Pending]]) -> None:
+        if self.config.reorder > 1 and len(timed) > 1:
+            timed = self._reordered(timed)
+        for when, pending in timed:
+            self._push(when, pending)
+        self.never_triggered = [p.delivery for held in self._held.values() for p in held]
+        self._touch()
+
+    def _reordered(self, timed: list[tuple[float, _Pending]]) -> list[tuple[float, _Pending]]:
+        """Shuffle within windows of N; each delivery takes the time slot of its new place."""
+        n = self.config.reorder
+        timed = sorted(timed, key=lambda t: t[0])  # stable: equal times keep their order
+        out: list[tuple[float, _Pending]] = []
+        for start in range(0, len(timed), n):
+            window = timed[start:start + n]
+            items = [p for _, p in window]
+            self._rng.shuffle(items)
+            out.extend((when, item) for (when, _), item in zip(window, items))
+        return out
+
+    def _release_time(self, delivery: Delivery, triggered_at: float) -> float:
+        gap = 0.0
+        if delivery.trigger_offset_s is not None:
+            gap = max(0.0, delivery.offset_s - delivery.trigger_offset_s)
+        return triggered_at + self._scaled(gap)
+
+    def _scaled(self, seconds: float) -> float:
+        return 0.0 if self.config.speed == 0 else seconds / self.config.speed
+
+    def _push(self, when: float, item: _Pending | _Post) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, item))
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _now(self) -> float:
+        loop_time = asyncio.get_running_loop().time()
+        if self._origin is None:
+            self._origin = loop_time
+        return loop_time - self._origin
+
+    def _touch(self) -> None:
+        """New work or progress: wake the scheduler and restart the quiet clock."""
+        if self._origin is not None:
+            self._last_activity = self._now()
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    # -- verify ---------------------------------------------------------------------------
+
+    async def verify(self) -> None:
+        """Meta's GET handshake: 200 with the challenge as the whole body, else VerifyFailed."""
+        if self.config.skip_verify:
+            return
+        challenge = str(10**9 + secrets.randbelow(9 * 10**9))
+        url = URL(self.config.bot_url).update_query(
+            {
+                "hub.mode": "subscribe",
+                "hub.verify_token": self.config.verify_token,
+                "hub.challenge": challenge,
+            }
+        )
+        headers = {"User-Agent": self.config.user_agent}
+        started = time.time()
+        status: int | None = None
+        body = b""
+        error: str | None = None
+        try:
+            async with self._client().get(url, headers=headers) as resp:
+                status = resp.status
+                body = await resp.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            error = _describe(e, self.config.timeout_s)
+        finished = time.time()
+        if self.journal is not None:
+            self.journal.record(
+                Exchange(
+                    # The verify token is a secret of the bot's: journals never hold it.
+                    kind=Kind.WEBHOOK.value, method="GET",
+                    url=str(url.update_query({"hub.verify_token": "REDACTED"})),
+                    request_headers=list(headers.items()), response_status=status,
+                    response_body=body, error=error, started_at=started, finished_at=finished,
+                    annotations={"label": "verify"},
+                )
+            )
+        where = f"GET {self.config.bot_url}"
+        if error is not None:
+            raise VerifyFailed(f"verify handshake failed: {where}: {error}")
+        if status != 200 or body != challenge.encode():
+            problem = f"status {status}" if status != 200 else "wrong body"
+            raise VerifyFailed(
+                f"verify handshake failed ({problem}): {where} answered {status} with body "
+                f"{_truncate(body)}; expected 200 with exactly the challenge "
+                f"{challenge.encode()!r} (plain text, no quotes or JSON)"
+            )
+        logger.info("verify handshake OK: %s echoed the challenge", self.config.bot_url)
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver everything due, retrying as the policy says; return when nothing is left
+        but deliveries held for a trigger (listed in `never_triggered`)."""
+        await self._drive(quiet_s=None)
+
+    async def wait_idle(self, quiet_s: float) -> None:
+        """Like run(), but only return once nothing new arrived for `quiet_s` seconds."""
+        await self._drive(quiet_s=quiet_s)
+
+    async def _drive(self, quiet_s: float | None) -> None:
+        if self._workers:
+            raise RuntimeError("the emitter is already running")
+        loop = asyncio.get_running_loop()
+        self._now()  # fixes the origin on the first run
+        self._client()
+        self._workers = [loop.create_task(self._worker()) for _ in range(self.config.concurrency)]
+        for worker in self._workers:
+            worker.add_done_callback(lambda _: self._kick())  # a crashed worker ends the wait
+        self._last_activity = self._now()
+        try:
+            while True:
+                now = self._now()
+                self._promote(now)
+                for worker in self._workers:
+                    if worker.done():
+                        worker.result()  # a bug in a worker surfaces here, not as a hang
+                wait: float | None = None  # None: until kicked
+                if not self._heap and not self._ready and self._in_flight == 0:
+                    if quiet_s is None:
+                        break
+                    wait = self._last_activity + quiet_s - now
+                    if wait <= 0:
+                        break
+                elif self._heap:
+                    wait = self._heap[0][0] - now
+                await self._sleep(wait)
+        finally:
+            workers, self._workers = self._workers, []
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            self.never_triggered = [p.delivery for held in self._held.values() for p in held]
+        if self.never_triggered:
+            logger.warning(
+                "%d held deliveries were never triggered (the bot never made the send "
+                "they follow): %s",
+                len(self.never_triggered),
+                ", ".join(d.label or repr(d.hold_until) for d in self.never_triggered[:5]),
+            )
+
+    async def _sleep(self, wait: float | None) -> None:
+        """Until `wait` seconds pass or something kicks the scheduler."""
+        loop = asyncio.get_running_loop()
+        self._wakeup = loop.create_future()
+        timer = None
+        if wait is not None:
+            timer = loop.call_later(max(0.0, wait), self._kick)
+        try:
+            await self._wakeup
+        finally:
+            self._wakeup = None
+            if timer is not None:
+                timer.cancel()
+
+    def _promote(self, now: float) -> None:
+        heap = self._heap
+        moved = False
+        now += 1e-4  # the loop may wake a hair early; don't spin for that
+        while heap and heap[0][0] <= now:
+            self._ready.append(heapq.heappop(heap)[2])
+            moved = True
+        if moved:
+            self._ready_event.set()
+
+    async def _worker(self) -> None:
+        ready = self._ready
+        while True:
+            if not ready:
+                self._ready_event.clear()
+                await self._ready_event.wait()
+                continue
+            item = ready.popleft()
+            self._in_flight += 1
+            post: _Post | None = None
+            try:
+                post = item if isinstance(item, _Post) else self._start(item)
+                await self._attempt(post)
+            except asyncio.CancelledError:
+                # An interrupted run must not lose the POST it was making: a later run
+                # sends it again (same bytes, same signature).
+                if post is not None and not (post.outcome.delivered or post.outcome.dropped_reason):
+                    ready.appendleft(post)
+                raise
+            finally:
+                self._in_flight -= 1
+                if self._in_flight == 0 and not ready:
+                    self._touch()
+
+    def _start(self, first: _Pending) -> _Post:
+        """Turn due deliveries into a POST: merge a batch, sign once, roll for a duplicate."""
+        parts = [first]
+        if self.config.batch > 1:
+            ready = self._ready
+            while len(parts) < self.config.batch and ready and isinstance(ready[0], _Pending):
+                parts.append(ready.popleft())  # type: ignore[arg-type]
+        if len(parts) == 1:
+            body, label = first.delivery.body, first.delivery.label
+            parts_ids: tuple[int, ...] = (first.delivery_id,)
+        else:
+            body, label, parts_ids = self._merge(parts)
+        outcome = Outcome(first.delivery_id, label, body, parts=parts_ids)
+        self.outcomes.append(outcome)
+        duplicate = self.config.duplicate > 0 and self._rng.random() < self.config.duplicate
+        outcome.duplicated = duplicate
+        # A per-delivery override (a mutated cassette) wins; in a batch, any part's does.
+        signing = next(
+            (p.delivery.signing for p in parts if p.delivery_id in parts_ids and p.delivery.signing),
+            None,
+        )
+        return _Post(outcome, self._headers(body, signing), duplicate)
+
+    def _merge(self, parts: list[_Pending]) -> tuple[bytes, str, tuple[int, ...]]:
+        payloads = [webhooks.parse(p.delivery.body) for p in parts]
+        mergeable = [i for i, payload in enumerate(payloads) if payload is not None]
+        if len(mergeable) < len(parts):
+            # A body that is not a webhook (a mutated cassette) cannot be merged: it goes
+            # alone, and the rest goes back to the front of the queue in order.
+            for p in reversed(parts[1:]):
+                self._ready.appendleft(p)
+            first = parts[0]
+            return first.delivery.body, first.delivery.label, (first.delivery_id,)
+        body = webhooks.dumps(webhooks.merge(p for p in payloads if p is not None))
+        label = " + ".join(p.delivery.label or f"#{p.delivery_id}" for p in parts)
+        return body, f"batch[{len(parts)}] {label}", tuple(p.delivery_id for p in parts)
+
+    def _headers(
+        self, body: bytes, signing: Literal["valid", "none", "bad"] | None = None
+    ) -> dict[str, str]:
+        config = self.config
+        mode = signing or config.signing
+        headers = {"Content-Type": "application/json", "User-Agent": config.user_agent}
+        if mode == "valid":
+            headers[signature.HEADER] = signature.sign(config.app_secret, body)
+            if config.legacy_sha1:
+                headers[signature.LEGACY_HEADER] = signature.sign_sha1(config.app_secret, body)
+        elif mode == "bad":
+            headers[signature.HEADER] = signature.forge(body)
+        return headers
+
+    async def _attempt(self, post: _Post) -> None:
+        outcome = post.outcome
+        number = post.next_attempt
+        attempt = await self._post(post, copy=0, number=number)
+        if post.duplicate and number == 0:
+            await self._post(post, copy=1, number=0)
+        if attempt.ok:
+            outcome.delivered = True
+            return
+        policy = self.config.retry
+        post.next_attempt = number + 1
+        post.age_s += policy.unscaled_delay(post.next_attempt) + (attempt.finished - attempt.started)
+        if policy.gives_up(post.age_s):
+            outcome.dropped_reason = (
+                f"gave up after {number + 1} attempts over "
+                f"{_human(post.age_s)} (retry window {_human(policy.max_age_s)}); last: "
+                f"{attempt.error or f'HTTP {attempt.status}'}"
+            )
+            self.dropped.append(outcome)
+            logger.error("webhook %s dropped: %s", outcome.label, outcome.dropped_reason)
+            return
+        self._push(self._now() + policy.delay(post.next_attempt), post)
+        self._kick()
+
+    async def _post(self, post: _Post, copy: int, number: int) -> Attempt:
+        outcome = post.outcome
+        body = outcome.body
+        status: int | None = None
+        error: str | None = None
+        response = b""
+        started = time.time()
+        try:
+            async with self._client().post(
+                self.config.bot_url, data=body, headers=post.headers
+            ) as resp:
+                status = resp.status
+                response = await resp.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            error = _describe(e, self.config.timeout_s)
+        finished = time.time()
+        attempt = Attempt(outcome.delivery_id, copy, number, started, finished, status, error,
+                          len(body))
+        outcome.attempts.append(attempt)
+        self.attempts.append(attempt)
+        if status == 200:
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("webhook %s attempt %d copy %d: 200", outcome.label, number, copy)
+        else:
+            logger.warning(
+                "webhook %s attempt %d%s failed: %s", outcome.label, number,
+                f" (duplicate {copy})" if copy else "", error or f"HTTP {status}",
+            )
+        if self.journal is not None:
+            self._journal(post, attempt, response)
+        if self.on_attempt is not None:
+            self.on_attempt(attempt, outcome)
+        return attempt
+
+    def _journal(self, post: _Post, attempt: Attempt, response: bytes) -> None:
+        assert self.journal is not None
+        outcome = post.outcome
+        payload = webhooks.parse(outcome.body)
+        events = webhooks.events(payload) if payload is not None else []
+        self.journal.record(
+            Exchange(
+                kind=Kind.WEBHOOK.value,
+                method="POST",
+                url=self.config.bot_url,
+                request_headers=list(post.headers.items()),
+                request_body=outcome.body,
+                response_status=attempt.status,
+                response_body=response,
+                error=attempt.error,
+                started_at=attempt.started,
+                finished_at=attempt.finished,
+                annotations={
+                    "label": outcome.label,
+                    "delivery_id": str(outcome.delivery_id),
+                    "attempt": str(attempt.attempt),
+                    "copy": str(attempt.copy),
+                },
+            ),
+            events=events,
+        )
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self.config.concurrency, limit_per_host=0)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Stop the workers (if a run was interrupted) and close the HTTP session."""
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _describe(error: BaseException, timeout_s: float) -> str:
+    if isinstance(error, asyncio.TimeoutError):
+        return f"timeout after {timeout_s:g} s"
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def _human(seconds: float) -> str:
+    if seconds >= DAY:
+        return f"{seconds / DAY:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds:.1f} s"

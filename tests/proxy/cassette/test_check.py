@@ -1,0 +1,89 @@
+"""The replay check over plain exchanges: sends as a multiset, dedupe, webhook answers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pseudowa.proxy.cassette import check
+from pseudowa.proxy.contract import webhooks as wh
+from pseudowa.storage.records import Exchange
+
+USER = "16505551234"
+
+
+def send(body: dict[str, Any], at: float, url: str = "https://graph.facebook.com/v23.0/1/messages") -> Exchange:
+    full = {"messaging_product": "whatsapp", "to": USER, **body}
+    return Exchange("graph", "POST", url, request_body=json.dumps(full).encode(),
+                    response_status=200, started_at=at, finished_at=at + 0.01)
+
+
+def text(body: str, at: float, reply_to: str | None = None, **kw: Any) -> Exchange:
+    payload: dict[str, Any] = {"type": "text", "text": {"body": body}}
+    if reply_to:
+        payload["context"] = {"message_id": reply_to}
+    return send(payload, at, **kw)
+
+
+def webhook(wamid: str, start: float, end: float, status: int = 200) -> Exchange:
+    msg = wh.message("text", USER, wh.text_body("hi"), wamid=wamid)
+    body = wh.dumps(wh.inbound_webhook(wh.BusinessAccount(), msg))
+    return Exchange("webhook", "POST", "http://bot/webhook", request_body=body,
+                    response_status=status, started_at=start, finished_at=end)
+
+
+def test_same_sends_in_another_order_pass_and_say_so() -> None:
+    recorded = [text("a", 1), text("b", 2)]
+    run = [text("b", 1), text("a", 2)]
+    result = check.compare(recorded, run)
+    assert result.ok and result.reordered
+
+
+def test_version_and_seed_route_do_not_matter() -> None:
+    recorded = [text("a", 1, url="https://graph.facebook.com/v18.0/1/messages")]
+    run = [text("a", 1, url="http://127.0.0.1:8080/messages")]
+    assert check.compare(recorded, run).ok
+
+
+def test_missing_and_extra_sends_fail_with_a_readable_diff() -> None:
+    result = check.compare([text("hello", 1)], [text("goodbye", 1), text("extra", 2)])
+    assert not result.ok
+    lines = "\n".join(result.diff_lines())
+    assert "differs in: text.body" in lines
+    assert '-    "body": "hello"' in lines and '+    "body": "goodbye"' in lines
+    assert "+ send not in the recording: text" in lines
+
+
+def test_read_receipts_and_invalid_requests_are_not_sends() -> None:
+    read = send({"status": "read", "message_id": "wamid.X"}, 1)
+    read = Exchange("graph", "POST", read.url, request_body=json.dumps(
+        {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.X"}).encode())
+    broken = Exchange("graph", "POST", read.url, request_body=b"{not json")
+    assert check.sends([read, broken]) == []
+
+
+def test_dedupe_failure_by_context_reference() -> None:
+    recorded = [webhook("wamid.A", 0, 1), text("echo", 0.5, reply_to="wamid.A")]
+    run = [webhook("wamid.A", 0, 1), text("echo", 0.5, reply_to="wamid.A"),
+           webhook("wamid.A", 2, 3), text("echo", 2.5, reply_to="wamid.A")]
+    result = check.compare(recorded, run)
+    assert result.dedupe_failures == {"wamid.A": (2, 2)}
+    assert not result.ok
+
+
+def test_dedupe_failure_by_timing_when_the_bot_does_not_quote() -> None:
+    run = [webhook("wamid.B", 0, 1), text("x", 0.5), webhook("wamid.B", 2, 3), text("x", 2.5)]
+    result = check.compare([webhook("wamid.B", 0, 1), text("x", 0.5)], run)
+    assert "wamid.B" in result.dedupe_failures
+
+
+def test_deduping_bot_passes_with_duplicates() -> None:
+    recorded = [webhook("wamid.C", 0, 1), text("x", 0.5, reply_to="wamid.C")]
+    run = [*recorded, webhook("wamid.C", 2, 3)]
+    assert check.compare(recorded, run).ok
+
+
+def test_non_200_answers_are_listed() -> None:
+    result = check.compare([], [webhook("wamid.D", 0, 1, status=500), webhook("wamid.D", 2, 3)])
+    assert [d.status for d in result.not_ok] == [500]
+    assert result.to_json()["non_200"][0]["status"] == 500

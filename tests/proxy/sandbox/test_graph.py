@@ -1,0 +1,854 @@
+"""The fake Graph API over real sockets: sends, media, uploads, recordings, faults, journal.
+
+Every success and error body is checked against Meta's OpenAPI schemas
+(tests/openapi.py), so the fake cannot drift from the published contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import re
+import time
+import tracemalloc
+from collections.abc import AsyncIterator
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+# tests/ is on sys.path (rootdir conftest, no __init__.py), so the schema helper
+# imports by its module name.
+from openapi import validate
+
+from pseudowa.proxy.contract.ids import is_wamid
+from pseudowa.proxy.contract.ids import new_wamid
+from pseudowa.proxy.contract.outbound import MarkRead
+from pseudowa.proxy.contract.outbound import SendRequest
+from pseudowa.proxy.contract.webhooks import BusinessAccount
+from pseudowa.proxy.sandbox.graph import DEFAULT_API_VERSION
+from pseudowa.proxy.sandbox.graph import FakeGraph
+from pseudowa.proxy.sandbox.graph import GraphConfig
+from pseudowa.proxy.sandbox.graph import redact_url
+from pseudowa.proxy.sandbox.graph import send_answer
+from pseudowa.proxy.sandbox.graph import send_answer_body
+from pseudowa.proxy.sandbox.journal import Journal
+from pseudowa.storage.records import Exchange
+from pseudowa.storage.store import CassetteStore
+
+ACCOUNT = BusinessAccount()
+PHONE_ID = ACCOUNT.phone_number_id
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+CASSETTE = "rec"
+MEDIA_ID = "1037543291543636"
+BLOB = bytes(range(256)) * 40
+BLOB_MIME = "image/jpeg"
+RECORDED_URL = f"https://graph.facebook.com/v21.0/{PHONE_ID}/messages"
+TO = "16505551234"
+
+Serve = Callable[..., Awaitable[tuple[FakeGraph, str]]]
+
+
+# -- fixtures ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[CassetteStore]:
+    store = CassetteStore.open(f"sqlite:///{tmp_path}/s.db")
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def cassette(sqlite_store: CassetteStore) -> str:
+    """A cassette with one linked media blob and no recorded sends yet."""
+    sqlite_store.create_cassette(CASSETTE, phone_number_ids=[PHONE_ID], graph_api_version="v21.0")
+    info = sqlite_store.put_media(BLOB, BLOB_MIME)
+    sqlite_store.link_media(CASSETTE, MEDIA_ID, info.sha256)
+    return CASSETTE
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Start fakes on 127.0.0.1:0; all are stopped after the test."""
+    started: list[FakeGraph] = []
+
+    async def _serve(config: GraphConfig | None = None, **kwargs: Any) -> tuple[FakeGraph, str]:
+        graph = FakeGraph(config or GraphConfig(access_token=TOKEN), **kwargs)
+        base = await graph.start()
+        started.append(graph)
+        return graph, base
+
+    yield _serve
+    for graph in started:
+        await graph.stop()
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.sends: list[tuple[SendRequest, str, bool]] = []
+        self.reads: list[MarkRead] = []
+
+    def on_send(self, send: SendRequest, wamid: str, recorded: bool) -> None:
+        self.sends.append((send, wamid, recorded))
+
+    def on_mark_read(self, mark: MarkRead) -> None:
+        self.reads.append(mark)
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def text(body: str, to: str = TO) -> dict[str, Any]:
+    return {"messaging_product": "whatsapp", "to": to, "type": "text", "text": {"body": body}}
+
+
+def record_send(store: CassetteStore, body: dict[str, Any], status: int, answer: dict[str, Any],
+                content_type: str = "application/json; charset=UTF-8") -> None:
+    store.append(
+        CASSETTE,
+        Exchange(
+            kind="graph",
+            method="POST",
+            url=RECORDED_URL,
+            request_headers=[("Content-Type", "application/json")],
+            request_body=json.dumps(body).encode(),
+            response_status=status,
+            response_headers=[("Content-Type", content_type)],
+            response_body=json.dumps(answer).encode(),
+        ),
+    )
+
+
+async def send(
+    http: aiohttp.ClientSession,
+    base: str,
+    body: dict[str, Any] | bytes,
+    *,
+    version: str = "/v21.0",
+    phone: str = PHONE_ID,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], Any]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    async with http.post(
+        f"{base}{version}/{phone}/messages",
+        data=raw,
+        headers={"Content-Type": "application/json", **(AUTH if headers is None else headers)},
+    ) as resp:
+        return resp.status, dict(resp.headers), await resp.json()
+
+
+def assert_graph_error(
+    status: int, headers: dict[str, str], body: Any, code: int, http_status: int
+) -> None:
+    validate("GraphAPIError", body)
+    assert status == http_status, body
+    assert body["error"]["code"] == code, body
+    assert headers["Content-Type"].startswith("application/json")
+    assert body["error"]["fbtrace_id"] == headers["x-fb-trace-id"]
+
+
+async def media_url(http: aiohttp.ClientSession, base: str, media_id: str = MEDIA_ID) -> str:
+    async with http.get(f"{base}/v21.0/{media_id}", headers=AUTH) as resp:
+        assert resp.status == 200, await resp.text()
+        return str((await resp.json())["url"])
+
+
+async def upload(http: aiohttp.ClientSession, base: str, data: Any, mime: str = "image/png",
+                 *, product: str | None = "whatsapp", with_file: bool = True) -> tuple[int, Any]:
+    form = aiohttp.FormData()
+    if product is not None:
+        form.add_field("messaging_product", product)
+    if with_file:
+        form.add_field("file", data, content_type=mime, filename="upload.bin")
+    form.add_field("type", mime)
+    async with http.post(f"{base}/v21.0/{PHONE_ID}/media", data=form, headers=AUTH) as resp:
+        return resp.status, await resp.json()
+
+
+# -- sends -------------------------------------------------------------------------------
+
+SENDS: dict[str, dict[str, Any]] = {
+    "text": text("hello"),
+    "image_id": {"messaging_product": "whatsapp", "to": TO, "type": "image",
+                 "image": {"id": MEDIA_ID, "caption": "look"}},
+    "image_link": {"messaging_product": "whatsapp", "to": TO, "type": "image",
+                   "image": {"link": "https://example.com/a.jpg"}},
+    "audio": {"messaging_product": "whatsapp", "to": TO, "type": "audio",
+              "audio": {"link": "https://example.com/a.ogg"}},
+    "video": {"messaging_product": "whatsapp", "to": TO, "type": "video",
+              "video": {"link": "https://example.com/a.mp4", "caption": "v"}},
+    "document": {"messaging_product": "whatsapp", "to": TO, "type": "document",
+                 "document": {"link": "https://example.com/a.pdf", "filename": "a.pdf"}},
+    "sticker": {"messaging_product": "whatsapp", "to": TO, "type": "sticker",
+                "sticker": {"id": MEDIA_ID}},
+    "location": {"messaging_product": "whatsapp", "to": TO, "type": "location",
+                 "location": {"latitude": 52.52, "longitude": 13.405, "name": "Berlin"}},
+    "contacts": {"messaging_product": "whatsapp", "to": TO, "type": "contacts",
+                 "contacts": [{"name": {"formatted_name": "Ana B", "first_name": "Ana"},
+                               "phones": [{"phone": "+15550001111", "type": "CELL"}]}]},
+    "template": {"messaging_product": "whatsapp", "to": TO, "type": "template",
+                 "template": {"name": "hello_world", "language": {"code": "en_US"},
+                              "components": [{"type": "body",
+                                              "parameters": [{"type": "text", "text": "Ana"}]}]}},
+    "button": {"messaging_product": "whatsapp", "to": TO, "type": "interactive",
+               "interactive": {"type": "button", "body": {"text": "Pick one"},
+                               "action": {"buttons": [
+                                   {"type": "reply", "reply": {"id": "yes", "title": "Yes"}},
+                                   {"type": "reply", "reply": {"id": "no", "title": "No"}}]}}},
+    "list": {"messaging_product": "whatsapp", "to": TO, "type": "interactive",
+             "interactive": {"type": "list", "header": {"type": "text", "text": "H"},
+                             "body": {"text": "B"}, "footer": {"text": "F"},
+                             "action": {"button": "Options", "sections": [
+                                 {"title": "S1", "rows": [{"id": "r1", "title": "Row 1",
+                                                           "description": "d"}]}]}}},
+    "reaction": {"messaging_product": "whatsapp", "recipient_type": "individual", "to": TO,
+                 "type": "reaction",
+                 "reaction": {"message_id": "wamid.HBgLMTY1", "emoji": "\U0001F600"}},
+}
+
+
+async def test_every_outbound_type_is_accepted_with_a_fresh_wamid(
+    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
+) -> None:
+    _, base = await serve(store=sqlite_store, cassette=cassette)
+    wamids = set()
+    for name, body in SENDS.items():
+        status, headers, answer = await send(http, base, body)
+        assert status == 200, (name, answer)
+        validate("MessageResponsePayload", answer)
+        assert answer["messaging_product"] == "whatsapp"
+        assert answer["contacts"] == [{"input": TO, "wa_id": TO}]
+        wamid = answer["messages"][0]["id"]
+        assert is_wamid(wamid)
+        wamids.add(wamid)
+        if name == "template":
+            assert answer["messages"][0]["message_status"] == "accepted"
+        else:
+            assert "message_status" not in answer["messages"][0]
+        assert headers["facebook-api-version"] == "v21.0"
+        assert headers["x-fb-trace-id"] and headers["x-fb-request-id"]
+        usage = json.loads(headers["x-business-use-case-usage"])
+        assert usage[ACCOUNT.waba_id][0]["type"] == "whatsapp"
+    assert len(wamids) == len(SENDS)
+
+
+async def test_input_echoes_to_as_sent(serve: Serve, http: aiohttp.ClientSession) -> None:
+    _, base = await serve()
+    status, _, answer = await send(http, base, text("hi", to="+1 (650) 555-1234"))
+    assert status == 200
+    assert answer["contacts"] == [{"input": "+1 (650) 555-1234", "wa_id": "16505551234"}]
+
+
+async def test_mark_as_read(serve: Serve, http: aiohttp.ClientSession) -> None:
+    listener = Listener()
+    graph, base = await serve(listener=listener)
+    body = {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.HBgLabc",
+            "typing_indicator": {"type": "text"}}
+    status, headers, answer = await send(http, base, body)
+    assert (status, answer) == (200, {"success": True})
+    validate("MarkMessageResponsePayload", answer)
+    assert listener.reads == [MarkRead("wamid.HBgLabc", True)]
+    assert listener.sends == [] and graph.sends == []
+    assert "x-business-use-case-usage" in headers
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "http_status"),
+    [
+        pytest.param({"messaging_product": "whatsapp", "type": "text", "text": {"body": "x"}},
+                     131008, 400, id="missing-to"),
+        pytest.param({"messaging_product": "whatsapp", "to": TO, "type": "hologram",
+                      "hologram": {}}, 131009, 400, id="unknown-type"),
+        pytest.param({"messaging_product": "whatsapp", "to": TO, "type": "image"},
+                     131008, 400, id="missing-sub-object"),
+        pytest.param(b'{"messaging_product": "whatsapp", "to": ', 100, 400, id="malformed-json"),
+        pytest.param({"to": TO, "type": "text", "text": {"body": "x"}}, 131008, 400,
+                     id="missing-messaging-product"),
+        pytest.param({"messaging_product": "whatsapp", "to": TO, "type": "image",
+                      "image": {"id": "999999999999999"}}, 131053, 400, id="unknown-media-id"),
+    ],
+)
+async def test_invalid_sends_get_metas_envelope(
+    serve: Serve,
+    http: aiohttp.ClientSession,
+    body: dict[str, Any] | bytes,
+    code: int,
+    http_status: int,
+) -> None:
+    listener = Listener()
+    graph, base = await serve(listener=listener)
+    status, headers, answer = await send(http, base, body)
+    assert_graph_error(status, headers, answer, code, http_status)
+    assert graph.sends == [] and listener.sends == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [pytest.param({}, id="missing"), pytest.param({"Authorization": "Bearer nope"}, id="wrong"),
+     pytest.param({"Authorization": TOKEN}, id="not-bearer")],
+)
+async def test_bad_token_is_190_401_on_every_route(
+    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str,
+    headers: dict[str, str],
+) -> None:
+    _, base = await serve(store=sqlite_store, cassette=cassette)
+    status, resp_headers, answer = await send(http, base, text("x"), headers=headers)
+    assert_graph_error(status, resp_headers, answer, 190, 401)
+    for method, path in [("GET", f"/v21.0/{MEDIA_ID}"), ("DELETE", f"/v21.0/{MEDIA_ID}"),
+                         ("POST", f"/v21.0/{PHONE_ID}/media"), ("GET", f"/media/{MEDIA_ID}"),
+                         ("GET", f"/media/download/{MEDIA_ID}")]:
+        async with http.request(method, base + path, headers=headers) as resp:
+            assert_graph_error(resp.status, dict(resp.headers), await resp.json(), 190, 401)
+
+
+async def test_access_token_query_parameter_is_accepted(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    _, base = await serve()
+    async with http.post(f"{base}/v21.0/{PHONE_ID}/messages?access_token={TOKEN}",
+                         json=text("hi")) as resp:
+        assert resp.status == 200
+
+
+@pytest.mark.parametrize("version", ["/v18.0", "/v21.0", "/v23.0", "/v26.0", "/v3", ""])
+async def test_any_version_and_none(
+    serve: Serve, http: aiohttp.ClientSession, version: str
+) -> None:
+    _, base = await serve()
+    status, headers, answer = await send(http, base, text("hi"), version=version)
+    assert status == 200, answer
+    validate("MessageResponsePayload", answer)
+    assert headers["facebook-api-version"] == (version.lstrip("/") or DEFAULT_API_VERSION)
+
+
+async def test_seed_routes(
+    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
+) -> None:
+    graph, base = await serve(store=sqlite_store, cassette=cassette)
+    async with http.post(f"{base}/messages", json=text("seed"), headers=AUTH) as resp:
+        assert resp.status == 200
+        validate("MessageResponsePayload", await resp.json())
+    async with http.get(f"{base}/media/{MEDIA_ID}", headers=AUTH) as resp:
+        meta = await resp.json()
+        assert resp.status == 200 and meta["id"] == MEDIA_ID
+    async with http.get(f"{base}/media/download/{MEDIA_ID}", headers=AUTH) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == BLOB_MIME
+        assert await resp.read() == BLOB
+    async with http.get(f"{base}/media/download/404404404", headers=AUTH) as resp:
+        assert resp.status == 404
+        validate("GraphAPIError", await resp.json())
+    assert [s.send.body["text"]["body"] for s in graph.sends] == ["seed"]
+
+
+async def test_unknown_phone_number_id(serve: Serve, http: aiohttp.ClientSession) -> None:
+    _, base = await serve()
+    status, headers, answer = await send(http, base, text("x"), phone="999000")
+    assert_graph_error(status, headers, answer, 100, 400)
+    assert answer["error"]["error_subcode"] == 33
+
+
+async def test_cassette_phone_ids_are_accepted(
+    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
+) -> None:
+    sqlite_store.update_cassette(cassette, phone_number_ids=[PHONE_ID, "200200200"])
+    _, base = await serve(store=sqlite_store, cassette=cassette)
+    status, _, _ = await send(http, base, text("x"), phone="200200200")
+    assert status == 200
+
+
+# -- media -------------------------------------------------------------------------------
+
+
+async def test_media_metadata_and_download(
+    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
+) -> None:
+    _, base = await serve(store=sqlite_store, cassette=cassette)
+    lookup = f"{base}/v21.0/{MEDIA_ID}?phone_number_id={PHONE_ID}"
+    async with http.get(lookup, headers=AUTH) as resp:
+        assert resp.status == 200
+        meta = await resp.json()
+    assert list(meta) == ["messaging_product", "url", "mime_type", "sha256", "file_size", "id"]
+    assert meta["messaging_product"] == "whatsapp"
+    assert meta["id"] == MEDIA_ID and meta["mime_type"] == BLOB_MIME
+    assert meta["file_size"] == str(len(BLOB))
+    assert meta["sha256"] == hashlib.sha256(BLOB).hexdigest()
+    assert re.fullmatch(r"[0-9a-f]{64}", meta["sha256"])
+    assert meta["url"].startswith(f"{base}/whatsapp_business/attachments/?mid={MEDIA_ID}&ext=")
+    async with http.get(meta["url"], headers=AUTH) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == BLOB_MIME
+        assert resp.headers["Content-Length"] == str(len(BLOB))
+        assert await resp.read() == BLOB
+
+
+async def test_media_lookup_for_another_number_or_unknown_id(
+    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
+) -> None:
+    _, base = await serve(store=sqlite_store, cassette=cassette)
+    for path in (f"/v21.0/{MEDIA_ID}?phone_number_id=555", "/v21.0/424242424242"):
+        async with http.get(base + path, headers=AUTH) as resp:
+            answer = await resp.json()
+            assert_graph_error(resp.status, dict(resp.headers), answer, 100, 400)
+            assert answer["error"]["error_subcode"] == 33
+            assert answer["error"]["type"] == "GraphMethodException"
+
+
+async def test_public_base_url_is_used_for_media_urls(
+    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
+) -> None:
+    config = GraphConfig(access_token=TOKEN, public_base_url="https://lookaside.example/")
+    _, base = await serve(config, store=sqlite_store, cassette=cassette)
+    url = await media_url(http, base)
+    assert url.startswith("https://lookaside.example/whatsapp_business/attachments/?mid=")
+
+
+async def test_download_refusals(
+    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
+) -> None:
+    _, base = await serve(store=sqlite_store, cassette=cassette)
+    url = await media_url(http, base)
+    async with http.get(url) as resp:
+        assert_graph_error(resp.status, dict(resp.headers), await resp.json(), 190, 401)
+    forged = re.sub(r"hash=[0-9a-f]+", "hash=" + "0" * 40, url)
+    edited = url.replace(f"mid={MEDIA_ID}", "mid=1111111111111111")
+    for bad in (forged, edited, f"{base}/whatsapp_business/attachments/"):
+        async with http.get(bad, headers=AUTH) as resp:
+            assert resp.status == 404
+            validate("GraphAPIError", await resp.json())
+
+    _, base0 = await serve(GraphConfig(access_token=TOKEN, media_ttl_s=0),
+                           store=sqlite_store, cassette=cassette)
+    expired = await media_url(http, base0)
+    async with http.get(expired, headers=AUTH) as resp:
+        assert resp.status == 404
+        validate("GraphAPIError", await resp.json())
+
+
+@pytest.mark.parametrize("with_store", [True, False], ids=["store", "memory"])
+async def test_upload_send_download_delete(
+    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, with_store: bool
+) -> None:
+    listener = Listener()
+    graph, base = await serve(store=sqlite_store if with_store else None, listener=listener)
+    data = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 10
+    status, answer = await upload(http, base, data)
+    assert status == 200 and list(answer) == ["id"] and answer["id"].isdigit()
+    media_id = answer["id"]
+
+    status, _, sent = await send(http, base, {"messaging_product": "whatsapp", "to": TO,
+                                              "type": "image", "image": {"id": media_id}})
+    assert status == 200, sent
+    assert listener.sends[-1][0].media_id == media_id
+
+    async with http.get(f"{base}/v21.0/{media_id}", headers=AUTH) as resp:
+        meta = await resp.json()
+    assert meta["sha256"] == hashlib.sha256(data).hexdigest()
+    assert meta["file_size"] == str(len(data)) and meta["mime_type"] == "image/png"
+    async with http.get(meta["url"], headers=AUTH) as resp:
+        assert resp.headers["Content-Type"] == "image/png"
+        assert await resp.read() == data
+
+    async with http.delete(f"{base}/v21.0/{media_id}", headers=AUTH) as resp:
+        assert (resp.status, await resp.json()) == (200, {"success": True})
+    async with http.get(f"{base}/v21.0/{media_id}", headers=AUTH) as resp:
+        assert_graph_error(resp.status, dict(resp.headers), await resp.json(), 100, 400)
+    async with http.get(meta["url"], headers=AUTH) as resp:
+        assert resp.status == 404
+    async with http.delete(f"{base}/v21.0/{media_id}", headers=AUTH) as resp:
+        assert_graph_error(resp.status, dict(resp.headers), await resp.json(), 100, 400)
+    status, headers, sent = await send(http, base, {"messaging_product": "whatsapp", "to": TO,
+                                                    "type": "image", "image": {"id": media_id}})
+    assert_graph_error(status, headers, sent, 131053, 400)
+
+
+async def test_delete_cassette_media_hides_it_for_the_run(
+    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
+) -> None:
+    _, base = await serve(store=sqlite_store, cassette=cassette)
+    async with http.delete(f"{base}/v21.0/{MEDIA_ID}", headers=AUTH) as resp:
+        assert (resp.status, await resp.json()) == (200, {"success": True})
+    async with http.get(f"{base}/v21.0/{MEDIA_ID}", headers=AUTH) as resp:
+        assert resp.status == 400
+    assert sqlite_store.media(cassette, MEDIA_ID).media_id == MEDIA_ID  # the cassette is untouched
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        pytest.param({"with_file": False}, 131008, id="missing-file"),
+        pytest.param({"product": None}, 131008, id="missing-messaging-product"),
+        pytest.param({"product": "telegram"}, 131009, id="wrong-messaging-product"),
+    ],
+)
+async def test_upload_validation(
+    serve: Serve, http: aiohttp.ClientSession, kwargs: dict[str, Any], code: int
+) -> None:
+    graph, base = await serve()
+    status, answer = await upload(http, base, b"bytes", **kwargs)
+    validate("GraphAPIError", answer)
+    assert (status, answer["error"]["code"]) == (400, code)
+    assert graph.uploads == {}
+
+
+async def test_upload_must_be_multipart(serve: Serve, http: aiohttp.ClientSession) -> None:
+    _, base = await serve()
+    async with http.post(f"{base}/v21.0/{PHONE_ID}/media", json={"messaging_product": "whatsapp"},
+                         headers=AUTH) as resp:
+        assert_graph_error(resp.status, dict(resp.headers), await resp.json(), 131008, 400)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        pytest.param("multipart/form-data", b"--x\r\n", id="no-boundary"),
+        pytest.param("multipart/form-data; boundary=xyz", b"garbage", id="no-parts"),
+        pytest.param("multipart/form-data; boundary=xyz",
+                     b'--xyz\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc',
+                     id="truncated"),
+    ],
+)
+async def test_malformed_multipart_is_a_400_not_a_500(
+    serve: Serve, http: aiohttp.ClientSession, content_type: str, body: bytes
+) -> None:
+    _, base = await serve()
+    async with http.post(f"{base}/v21.0/{PHONE_ID}/media", data=body,
+                         headers={**AUTH, "Content-Type": content_type}) as resp:
+        assert_graph_error(resp.status, dict(resp.headers), await resp.json(), 100, 400)
+
+
+async def test_large_upload_and_download_stream_in_bounded_memory(
+    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, tmp_path: Path
+) -> None:
+    size = 100 * (1 << 20)
+    source = tmp_path / "big.mp4"
+    digest = hashlib.sha256()
+    with source.open("wb") as fh:
+        block = bytes(range(256)) * 4096  # 1 MiB
+        for i in range(size // len(block)):
+            chunk = i.to_bytes(4, "big") + block[4:]
+            digest.update(chunk)
+            fh.write(chunk)
+    _, base = await serve(store=sqlite_store)
+
+    tracemalloc.start()
+    try:
+        with source.open("rb") as fh:
+            status, answer = await upload(http, base, fh, "video/mp4")
+        assert status == 200, answer
+        _, upload_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+
+        url = await media_url(http, base, answer["id"])
+        got = hashlib.sha256()
+        received = 0
+        async with http.get(url, headers=AUTH) as resp:
+            assert resp.headers["Content-Length"] == str(size)
+            async for chunk in resp.content.iter_chunked(1 << 16):
+                got.update(chunk)
+                received += len(chunk)
+        _, download_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert received == size and got.hexdigest() == digest.hexdigest()
+    assert upload_peak < 32 << 20, upload_peak
+    assert download_peak < 32 << 20, download_peak
+
+
+# -- recorded answers ----------------------------------------------------------------------
+
+
+async def test_recorded_answer_is_replayed_verbatim_once(
+    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
+) -> None:
+    recorded_wamid = "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"
+    ok = {"messaging_product": "whatsapp", "contacts": [{"input": TO, "wa_id": TO}],
+          "messages": [{"id": recorded_wamid}]}
+    failed = {"error": {"message": "(#131047) Re-engagement message", "type": "OAuthException",
+                        "code": 131047, "error_data": {"messaging_product": "whatsapp",
+                                                      "details": "more than 24 hours"},
+                        "fbtrace_id": "AbCdEfGhIjKlMnOpQrStUvW"}}
+    image = {"messaging_product": "whatsapp", "to": TO, "type": "image",
+             "image": {"id": "7777777777777777"}}  # the id of an upload during recording
+    record_send(sqlite_store, image, 200, ok, content_type="application/json; charset=UTF-8")
+    record_send(sqlite_store, text("late"), 400, failed)
+    listener = Listener()
+    graph, base = await serve(store=sqlite_store, cassette=cassette, listener=listener)
+
+    # Media ids are volatile: the bot's id of this run matches the recorded one.
+    live_image = {**image, "image": {"id": MEDIA_ID}}
+    live_url = f"{base}/v23.0/{PHONE_ID}/messages"
+    async with http.post(live_url, json=live_image, headers=AUTH) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "application/json; charset=UTF-8"
+        assert await resp.read() == json.dumps(ok).encode()
+    status, _, again = await send(http, base, live_image)
+    assert status == 200 and again["messages"][0]["id"] != recorded_wamid
+    validate("MessageResponsePayload", again)
+
+    status, headers, err = await send(http, base, text("late"))
+    assert status == 400 and err == failed
+    validate("GraphAPIError", err)
+    status, _, fine = await send(http, base, text("late"))
+    assert status == 200
+
+    assert [(w, r) for _, w, r in listener.sends] == [
+        (recorded_wamid, True),
+        (again["messages"][0]["id"], False),
+        (fine["messages"][0]["id"], False),
+    ]
+    assert [(s.wamid, s.recorded) for s in graph.sends] == [(w, r) for _, w, r in listener.sends]
+    assert graph.remaining_recordings() == []
+    assert len(graph.unmatched) == 2
+
+
+async def test_strict_mode_names_nearest_recordings(
+    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
+) -> None:
+    ok = {"messaging_product": "whatsapp", "contacts": [{"input": TO, "wa_id": TO}],
+          "messages": [{"id": "wamid.HBgLrecorded"}]}
+    record_send(sqlite_store, text("hello"), 200, ok)
+    record_send(sqlite_store, text("bye", to="4915112345678"), 200, ok)
+    graph, base = await serve(GraphConfig(access_token=TOKEN, strict=True),
+                              store=sqlite_store, cassette=cassette)
+
+    status, headers, err = await send(http, base, text("hullo"))
+    assert_graph_error(status, headers, err, 100, 400)
+    assert err["error"]["message"].startswith("no recording matched")
+    details = err["error"]["error_data"]["details"]
+    assert "body.text.body" in details and "[1]" in details and "[2]" in details
+    assert graph.unmatched[-1].nearest[0][1] == ["body.text.body"]
+    assert sorted(graph.unmatched[-1].nearest[1][1]) == ["body.text.body", "body.to"]
+
+    status, _, answer = await send(http, base, text("hello"))
+    assert (status, answer) == (200, ok)
+    status, _, err = await send(http, base, text("hello"))  # its one answer is used up
+    assert status == 400 and err["error"]["message"].startswith("no recording matched")
+    assert graph.unmatched[-1].nearest[0][1] == []
+    assert len(graph.unmatched) == 2 and len(graph.sends) == 1
+    assert str(graph.unmatched[0]).startswith("no recording matched POST")
+
+
+async def test_strict_mode_with_an_empty_cassette(
+    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
+) -> None:
+    _, base = await serve(GraphConfig(access_token=TOKEN, strict=True),
+                          store=sqlite_store, cassette=cassette)
+    status, headers, err = await send(http, base, text("hi"))
+    assert_graph_error(status, headers, err, 100, 400)
+    assert "no recorded sends" in err["error"]["error_data"]["details"]
+
+
+# -- faults, latency, routing ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("code", "http_status"), [(131000, 500), (130429, 400)])
+async def test_fault_injection(
+    serve: Serve, http: aiohttp.ClientSession, code: int, http_status: int
+) -> None:
+    listener = Listener()
+    config = GraphConfig(access_token=TOKEN, fail_rate=1.0, fail_codes=(code,), seed=3)
+    graph, base = await serve(config, listener=listener)
+    status, headers, err = await send(http, base, text("x"))
+    assert_graph_error(status, headers, err, code, http_status)
+    assert graph.sends == [] and listener.sends == []
+    # Auth and validation still come first.
+    status, headers, err = await send(http, base, text("x"), headers={})
+    assert_graph_error(status, headers, err, 190, 401)
+
+
+async def test_fault_injection_is_reproducible_with_a_seed(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    patterns = []
+    for _ in range(2):
+        config = GraphConfig(access_token=TOKEN, fail_rate=0.5, fail_codes=(131000, 130429),
+                             seed=42, jitter_ms=1)
+        _, base = await serve(config)
+        statuses = []
+        for i in range(16):
+            status, _, _ = await send(http, base, text(f"m{i}"))
+            statuses.append(status)
+        patterns.append(statuses)
+    assert patterns[0] == patterns[1]
+    assert {200, 500, 400} >= set(patterns[0]) and 200 in patterns[0] and len(set(patterns[0])) > 1
+
+
+async def test_latency_delays_every_route(serve: Serve, http: aiohttp.ClientSession) -> None:
+    _, base = await serve(GraphConfig(access_token=TOKEN, latency_ms=150, jitter_ms=50))
+    for call in (lambda: send(http, base, text("x")), lambda: http.get(f"{base}/nowhere/at/all")):
+        started = time.monotonic()
+        result = await call()
+        if isinstance(result, aiohttp.ClientResponse):
+            result.release()
+        assert time.monotonic() - started >= 0.15
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/v21.0/a/b/c"), ("POST", "/v21.0/106540352242922/unknown_edge"),
+     ("PUT", f"/v21.0/{PHONE_ID}/messages"), ("GET", "/")],
+)
+async def test_unknown_routes_answer_json_400(
+    serve: Serve, http: aiohttp.ClientSession, method: str, path: str
+) -> None:
+    _, base = await serve()
+    async with http.request(method, base + path, headers=AUTH) as resp:
+        assert resp.headers["Content-Type"].startswith("application/json")
+        answer = await resp.json()
+        assert_graph_error(resp.status, dict(resp.headers), answer, 100, 400)
+
+
+async def test_asterisk_request_target_answers_json_400(serve: Serve) -> None:
+    """`OPTIONS *` matches no path pattern; it still gets Meta's envelope, like any miss."""
+    _, base = await serve()
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raw = await reader.read()
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    assert_graph_error(int(lines[0].split()[1]), headers, json.loads(body), 100, 400)
+
+
+async def test_unexpected_failure_is_a_json_500(
+    serve: Serve, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    graph, base = await serve()
+
+    async def boom(media_id: str) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(graph, "_find_media", boom)
+    async with http.get(f"{base}/v21.0/{MEDIA_ID}", headers=AUTH) as resp:
+        assert_graph_error(resp.status, dict(resp.headers), await resp.json(), 1, 500)
+    assert "disk on fire" in caplog.text
+
+
+async def test_listener_failure_does_not_fail_the_send(
+    serve: Serve, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken(Listener):
+        def on_send(self, send: SendRequest, wamid: str, recorded: bool) -> None:
+            raise ValueError("listener bug")
+
+    graph, base = await serve(listener=Broken())
+    status, _, _ = await send(http, base, text("x"))
+    assert status == 200 and len(graph.sends) == 1
+    assert "listener bug" in caplog.text
+
+
+async def test_listener_gets_the_returned_wamid(serve: Serve, http: aiohttp.ClientSession) -> None:
+    listener = Listener()
+    _, base = await serve(listener=listener)
+    status, _, answer = await send(http, base, text("ping", to="+16505551234"))
+    assert status == 200
+    [(sent, wamid, recorded)] = listener.sends
+    assert wamid == answer["messages"][0]["id"] and recorded is False
+    assert (sent.to, sent.wa_id, sent.type) == ("+16505551234", TO, "text")
+
+
+@pytest.mark.parametrize(("to", "kind"), [
+    (TO, "text"), (TO, "template"), ('+1 "650" \\ 555-1234', "text"), ("\u0661\u0662\u0663", "text"),
+])
+def test_send_answer_body_is_send_answer_as_compact_json(to: str, kind: str) -> None:
+    send_ = SendRequest(to=to, wa_id="".join(ch for ch in to if ch.isdigit()), type=kind, body={})
+    wamid = new_wamid(send_.wa_id)
+    expected = json.dumps(send_answer(send_, wamid), separators=(",", ":")).encode()
+    assert send_answer_body(send_, wamid) == expected
+
+
+# -- journal -----------------------------------------------------------------------------
+
+
+def test_redact_url() -> None:
+    assert redact_url("/whatsapp_business/attachments/?mid=1&ext=2&hash=abc") == (
+        "/whatsapp_business/attachments/?mid=1&ext=2&hash=REDACTED"
+    )
+    assert redact_url("/v21.0/1/messages?access_token=sekrit&x=1") == (
+        "/v21.0/1/messages?access_token=REDACTED&x=1"
+    )
+
+
+async def test_journal_records_every_request_without_secrets(
+    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
+) -> None:
+    sqlite_store.create_cassette("run", source="sandbox")
+    journal = Journal(sqlite_store, "run")
+    _, base = await serve(store=sqlite_store, cassette=cassette, journal=journal)
+
+    sent_body = json.dumps(text("journal me")).encode()
+    async with http.post(f"{base}/v21.0/{PHONE_ID}/messages", data=sent_body,
+                         headers={**AUTH, "Content-Type": "application/json"}) as resp:
+        assert resp.status == 200
+    url = await media_url(http, base)
+    signature = re.search(r"hash=([0-9a-f]+)", url)
+    assert signature is not None
+    async with http.get(url, headers=AUTH) as resp:
+        assert await resp.read() == BLOB
+    async with http.get(url) as resp:
+        assert resp.status == 401
+    status, uploaded = await upload(http, base, b"tiny upload", "text/plain")
+    assert status == 200
+    async with http.get(f"{base}/no/such/route", headers=AUTH) as resp:
+        assert resp.status == 400
+
+    ex = journal.exchanges
+    assert [(e.kind, e.method, e.response_status) for e in ex] == [
+        ("graph", "POST", 200), ("graph", "GET", 200), ("media", "GET", 200),
+        ("media", "GET", 401), ("graph", "POST", 200), ("graph", "GET", 400),
+    ]
+    for e in ex:
+        assert all(k.lower() != "authorization" for k, _ in e.request_headers)
+        assert TOKEN not in json.dumps(e.request_headers)
+        assert signature.group(1) not in e.url
+        assert signature.group(1).encode() not in e.response_body
+        assert e.started_at <= e.finished_at
+    assert ex[0].request_body == sent_body
+    assert json.loads(ex[0].response_body)["messages"][0]["id"].startswith("wamid.")
+    assert ex[1].url == f"/v21.0/{MEDIA_ID}"
+    assert b"hash=REDACTED" in ex[1].response_body
+    assert ex[2].url.startswith(f"/whatsapp_business/attachments/?mid={MEDIA_ID}&ext=")
+    assert ex[2].url.endswith("&hash=REDACTED")
+    assert ex[2].response_body == b""
+    assert ex[2].annotations["sha256"] == hashlib.sha256(BLOB).hexdigest()
+    assert b"tiny upload" in ex[4].request_body
+    assert json.loads(ex[3].response_body)["error"]["code"] == 190
+
+    await journal.close()
+    stored = list(sqlite_store.interactions("run"))
+    assert len(stored) == len(ex)
+    # The run keeps what the bot uploaded.
+    assert sqlite_store.media("run", uploaded["id"]).size == len(b"tiny upload")
+
+
+async def test_journal_omits_big_multipart_bodies(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    journal = Journal()
+    _, base = await serve(journal=journal)
+    big = b"x" * (2 << 20)
+    status, _ = await upload(http, base, io.BytesIO(big), "application/pdf")
+    assert status == 200
+    [e] = journal.exchanges
+    assert e.request_body == b""
+    assert int(e.annotations["request_body_size"]) > len(big)

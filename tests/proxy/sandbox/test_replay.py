@@ -1,0 +1,298 @@
+"""Replay end to end: the fake Graph API, the emitter and the example bot on real sockets.
+
+A seed cassette (what Meta sends) replayed against the example bot with a journal
+gives a full recording; replaying that recording must pass the check, and each
+misbehaviour a user cares about must make it fail.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator
+from collections.abc import Awaitable
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from openapi import validate
+
+from pseudowa.proxy.cassette import seeds
+from pseudowa.proxy.contract import webhooks as wh
+from pseudowa.proxy.sandbox.emitter import EmitterConfig
+from pseudowa.proxy.sandbox.emitter import RetryPolicy
+from pseudowa.proxy.errors import VerifyFailed
+from pseudowa.proxy.examples.example_bot import BOT_KEY
+from pseudowa.proxy.examples.example_bot import Bot
+from pseudowa.proxy.examples.example_bot import BotConfig
+from pseudowa.proxy.examples.example_bot import make_app
+from pseudowa.proxy.sandbox.graph import GraphConfig
+from pseudowa.proxy.sandbox.replay import Replay
+from pseudowa.proxy.sandbox.replay import ReplayOptions
+from pseudowa.proxy.sandbox.replay import ReplayReport
+from pseudowa.storage.store import CassetteStore
+from pseudowa.proxy.testing.ports import free_port
+
+TOKEN = "pseudowa-access-token"
+SECRET = "pseudowa-app-secret"
+VERIFY = "pseudowa-verify-token"
+RECEIVED = web.AppKey("received", list[bytes])
+
+
+@web.middleware
+async def validate_webhooks(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every webhook the sandbox emits must satisfy Meta's WebhookPayload schema."""
+    if request.method == "POST":
+        body = await request.read()
+        validate("WebhookPayload", json.loads(body))
+        request.app[RECEIVED].append(body)
+    return await handler(request)
+
+
+@dataclass
+class Harness:
+    store: CassetteStore
+    graph_port: int
+    bot_url: str
+    app: web.Application
+
+    @property
+    def bot(self) -> Bot:
+        return self.app[BOT_KEY]
+
+    async def replay(self, name: str, **emitter: Any) -> ReplayReport:
+        graph = emitter.pop("graph", GraphConfig())
+        extra = {k: emitter.pop(k) for k in list(emitter) if k in ("statuses", "fail_status_rate", "fail_status_code")}
+        options = ReplayOptions(
+            emitter=EmitterConfig(bot_url=self.bot_url, speed=0, **emitter),
+            graph=graph,
+            graph_port=self.graph_port,
+            quiet_s=0.3,
+            **extra,
+        )
+        return await Replay(self.store, name, options).run()
+
+    async def record(self, seed: str) -> str:
+        """Replay a seed against a fresh bot state; the run's journal is the recording."""
+        self.forget()
+        report = await self.replay(seed)
+        assert report.journal is not None
+        self.forget()
+        return report.journal
+
+    def forget(self) -> None:
+        """Reset the bot's memory, as a freshly started bot process would be."""
+        for attr in ("seen", "replies", "statuses", "media", "duplicates", "reply_errors", "log"):
+            getattr(self.bot, attr).clear()
+
+
+async def start_bot(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}/webhook"
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    store = CassetteStore.open(f"sqlite:///{tmp_path / 'replay.db'}")
+    graph_port = free_port()
+    app = make_app(BotConfig(f"http://127.0.0.1:{graph_port}", TOKEN, SECRET, VERIFY))
+    app.middlewares.append(validate_webhooks)
+    app[RECEIVED] = []
+    runner, url = await start_bot(app)
+    yield Harness(store, graph_port, url, app)
+    await runner.cleanup()
+    store.close()
+
+
+async def test_image_round_trip_records_then_replays_clean(harness: Harness) -> None:
+    seed = seeds.image_seed(harness.store)
+    first = await harness.replay(seed)
+    # The seed holds no sends, so the first run differs: that is how a recording is made.
+    assert not first.ok and first.check.run_sends == 1
+    assert harness.bot.media[0].sha256_ok
+    assert first.journal is not None
+    recording = first.journal
+    harness.forget()
+
+    report = await harness.replay(recording)
+    assert report.ok, "\n".join(report.render())
+    assert report.check.run_sends == report.check.recorded_sends == 1
+    assert harness.bot.replies[0]["text"]["body"].endswith("sha256 ok)")
+    # Recorded statuses came back for the recorded wamid, in Meta's order.
+    assert [s["status"] for s in harness.bot.statuses] == ["sent", "delivered", "read"]
+    assert "check: OK" in report.render()
+
+
+async def test_journal_keeps_every_request_of_the_run(harness: Harness) -> None:
+    seed = seeds.image_seed(harness.store)
+    report = await harness.replay(seed)
+    assert report.journal is not None
+    exchanges = list(harness.store.interactions(report.journal))
+    kinds = [x.kind for x in exchanges]
+    # The handshake is journaled without the bot's verify token, the sends without the token.
+    assert not any(VERIFY in x.url or TOKEN.encode() in repr(x.request_headers).encode() for x in exchanges)
+    assert kinds.count("graph") >= 2  # media look-up and the reply (plus mark-as-read)
+    assert kinds.count("media") == 1
+    assert kinds.count("webhook") >= 4  # verify, the image, three statuses
+    stored = harness.store.get_cassette(report.journal)
+    assert stored.source == "replay"
+    assert stored.media_count == 1  # media carried over, so the journal replays on its own
+
+
+async def test_duplicates_are_deduped_by_the_example_bot(harness: Harness) -> None:
+    recording = await harness.record(seeds.text_seed(harness.store))
+    report = await harness.replay(recording, duplicate=1.0, seed=7)
+    assert report.ok, "\n".join(report.render())
+    assert report.to_json()["webhooks"]["duplicated"] > 0
+    assert len(harness.bot.duplicates) >= 3
+    assert len(harness.bot.replies) == 3
+
+
+async def test_a_bot_that_does_not_dedupe_fails_the_check(harness: Harness, tmp_path: Path) -> None:
+    recording = await harness.record(seeds.text_seed(harness.store))
+    naive = harness.bot
+    naive_seen = naive.seen
+
+    class Forgetful(set[str]):
+        def __contains__(self, item: object) -> bool:
+            return False
+
+    naive.seen = Forgetful()
+    report = await harness.replay(recording, duplicate=1.0, seed=3)
+    naive.seen = naive_seen
+    assert not report.ok
+    assert report.check.dedupe_failures
+    assert any("failed dedupe" in line for line in report.render())
+
+
+async def test_changed_reply_is_shown_as_a_field_diff(harness: Harness) -> None:
+    recording = await harness.record(seeds.text_seed(harness.store, texts=("hi",)))
+    original = Bot.reply_text
+
+    async def shouty(self: Bot, msg: dict[str, Any], text: str) -> None:
+        await original(self, msg, text.upper())
+
+    Bot.reply_text = shouty  # type: ignore[method-assign]
+    try:
+        report = await harness.replay(recording)
+    finally:
+        Bot.reply_text = original  # type: ignore[method-assign]
+    assert not report.ok
+    text = "\n".join(report.render())
+    assert "differs in: text.body" in text
+    assert '-    "body": "echo: hi"' in text and '+    "body": "ECHO: HI"' in text
+    assert "check: DIFFERENT" in text
+
+
+async def test_failed_statuses_reach_the_bot_with_their_code(harness: Harness) -> None:
+    seed = seeds.text_seed(harness.store, texts=("hi",))
+    await harness.replay(seed, fail_status_rate=1.0, fail_status_code=131047)
+    failed = [s for s in harness.bot.statuses if s["status"] == "failed"]
+    assert failed and all(131047 in s["errors"] for s in failed)
+
+
+async def test_statuses_option_limits_what_is_emitted(harness: Harness) -> None:
+    seed = seeds.text_seed(harness.store, texts=("hi",))
+    await harness.replay(seed, statuses=("sent",))
+    assert {s["status"] for s in harness.bot.statuses} == {"sent"}
+
+
+async def test_strict_mode_reports_unmatched_sends(harness: Harness) -> None:
+    seed = seeds.text_seed(harness.store, texts=("hi",))
+    report = await harness.replay(seed, graph=GraphConfig(strict=True))
+    assert not report.ok
+    assert report.unmatched and report.unmatched[0].startswith("no recording matched")
+    assert any(code == 100 for code in harness.bot.reply_errors)
+
+
+async def test_bad_signature_is_rejected_and_reported_dropped(harness: Harness) -> None:
+    recording = await harness.record(seeds.text_seed(harness.store, texts=("hi",)))
+    report = await harness.replay(
+        recording, signing="bad", retry=RetryPolicy(time_scale=1e-6), skip_verify=True
+    )
+    assert harness.bot.rejected_signatures > 0
+    assert harness.bot.replies == []
+    assert not report.ok
+    assert report.check.undelivered
+    assert report.check.not_ok and all(d.status == 401 for d in report.check.not_ok)
+
+
+async def test_wrong_verify_token_stops_the_run(harness: Harness) -> None:
+    seed = seeds.text_seed(harness.store, texts=("hi",))
+    with pytest.raises(VerifyFailed):
+        await harness.replay(seed, verify_token="not-the-bots-token")
+    assert harness.bot.replies == []
+
+
+async def test_every_emitted_webhook_is_valid_and_signed(harness: Harness) -> None:
+    from pseudowa.proxy.contract import signature
+
+    await harness.replay(seeds.image_seed(harness.store))
+    received = harness.app[RECEIVED]
+    assert len(received) >= 4
+    for body in received:
+        assert wh.parse(body) is not None
+    assert harness.bot.rejected_signatures == 0
+    assert signature.verify(SECRET, received[0], signature.sign(SECRET, received[0]))
+
+
+async def test_proxy_mode_serves_a_bot_that_keeps_metas_urls(harness: Harness, tmp_path: Path) -> None:
+    """The bot calls https://graph.facebook.com through the proxy, trusting mitmproxy's CA,
+    and downloads from the https://lookaside.fbsbx.com URL the fake hands out."""
+    import dataclasses
+    import ssl
+
+    import aiohttp
+
+    from pseudowa.proxy.mitm.runner import ensure_ca
+
+    recording = await harness.record(seeds.image_seed(harness.store))
+    confdir = str(tmp_path / "mitmproxy")
+    trust = ssl.create_default_context(cafile=str(ensure_ca(confdir)))  # verification on
+    proxy_port = free_port()
+    bot = harness.bot
+    direct = bot.session, bot.config
+    lines: list[str] = []
+    options = ReplayOptions(
+        emitter=EmitterConfig(bot_url=harness.bot_url, speed=0), graph_port=harness.graph_port,
+        quiet_s=0.3, proxy_port=proxy_port, confdir=confdir, journal_name="through-proxy",
+    )
+    async with aiohttp.ClientSession(proxy=f"http://127.0.0.1:{proxy_port}",
+                                     connector=aiohttp.TCPConnector(ssl=trust)) as session:
+        bot.session = session
+        bot.config = dataclasses.replace(bot.config, graph_base_url="https://graph.facebook.com")
+        try:
+            report = await Replay(harness.store, recording, options, on_line=lines.append).run()
+        finally:
+            bot.session, bot.config = direct
+    assert report.ok, "\n".join(report.render())
+    assert bot.media and bot.media[0].sha256_ok
+    assert bot.replies[0]["text"]["body"].endswith("sha256 ok)")
+    assert report.redirected == 3  # media look-up, download, reply
+    assert report.to_json()["proxy"] == {"url": f"http://127.0.0.1:{proxy_port}", "redirected": 3}
+    assert f"proxy http://127.0.0.1:{proxy_port}: 3 requests redirected" in "\n".join(report.render())
+    ca = str(tmp_path / "mitmproxy" / "mitmproxy-ca-cert.pem")
+    assert lines == [
+        (f"proxy    http://127.0.0.1:{proxy_port}: graph.facebook.com, lookaside.fbsbx.com -> "
+         f"fake Graph API http://127.0.0.1:{harness.graph_port}; other hosts pass through"),
+        f"         trust mitmproxy's CA certificate {ca}; run the bot with",
+        (f"         HTTPS_PROXY=http://127.0.0.1:{proxy_port} SSL_CERT_FILE={ca} "
+         f"REQUESTS_CA_BUNDLE={ca} NODE_EXTRA_CA_CERTS={ca}"),
+    ]
+    # The look-up handed out a Meta-looking URL; the download went to the fake all the same.
+    exchanges = list(harness.store.interactions("through-proxy"))
+    [lookup] = [x for x in exchanges if x.kind == "graph" and x.method == "GET"]
+    assert json.loads(lookup.response_body)["url"].startswith(
+        "https://lookaside.fbsbx.com/whatsapp_business/attachments/?")
+    assert [x.response_status for x in exchanges if x.kind == "media"] == [200]
+    with socket.socket() as s:  # the proxy is gone
+        assert s.connect_ex(("127.0.0.1", proxy_port)) != 0
