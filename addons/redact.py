@@ -7,7 +7,6 @@ them on every exchange before anything reaches the cassette store.
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import hashlib
 import json
@@ -23,6 +22,8 @@ from urllib.parse import unquote_plus
 from pseudowa.proxy.contract import signature
 from pseudowa.proxy.contract import webhooks
 from pseudowa.proxy.contract.ids import is_wamid
+from pseudowa.proxy.contract.ids import wamid_number
+from pseudowa.proxy.contract.ids import wamid_with_number
 from pseudowa.proxy.contract.media_url import DOWNLOAD_PATH
 
 REDACTED = "REDACTED"
@@ -213,7 +214,7 @@ def scrub_body(body: bytes, secrets: Sequence[str]) -> bytes:
 
 
 def signature_state(body: bytes, header: str | None, app_secret: str | None) -> SignatureState:
-    """How a webhook's `X-Hub-Signature-256` fares: valid, invalid, unchecked (no secret) or absent."""
+    """How a webhook's `X-Hub-Signature-256` fares: valid, invalid, unchecked, absent."""
     if not header:
         return "absent"
     if not app_secret:
@@ -228,7 +229,6 @@ PHONE_KEYS = frozenset({"from", "wa_id", "recipient_id", "to", "input"})
 # Fields holding a message id (a wamid embeds the counterpart's number).
 WAMID_KEYS = frozenset({"id", "message_id"})
 _PHONE_RE = re.compile(r"\+?[0-9][0-9 ().\-]{3,30}")
-_WAMID_HEAD = b"\x1c\x18"
 
 
 def _digits(value: str) -> str:
@@ -321,23 +321,13 @@ class Pseudonymizer:
         return fake
 
     def _new_wamid(self, real: str) -> str:
-        prefix, _, encoded = real.partition(".")
-        try:
-            raw = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raw = b""
-        # Meta's layout: 0x1c 0x18, the number's length, its ASCII digits, then an opaque id.
-        if raw[:2] == _WAMID_HEAD and len(raw) > 3:
-            length = raw[2]
-            number = raw[3 : 3 + length]
-            if len(number) == length and number.isdigit():
-                fake = self.phone(number.decode()).encode()
-                rebuilt = raw[:3] + fake + raw[3 + length :]
-                text = base64.b64encode(rebuilt).decode()
-                if not encoded.endswith("="):
-                    text = text.rstrip("=")
-                return f"{prefix}.{text}"
+        number = wamid_number(real)
+        if number is not None:
+            fake: str | None = wamid_with_number(real, self.phone(number))
+            if fake is not None:
+                return fake
         # Not a layout we know: a stable id that carries nothing of the real one.
+        prefix = real.partition(".")[0]
         digest = hashlib.sha256(f"{self.seed}:{real}".encode()).digest()[:24]
         return f"{prefix}.{base64.b64encode(digest).decode()}"
 
@@ -379,7 +369,8 @@ class Pseudonymizer:
         if rewritten == parsed:
             return body
         if isinstance(rewritten, dict) and webhooks.parse(body) is not None:
-            return webhooks.dumps(rewritten)
+            compact: bytes = webhooks.dumps(rewritten)
+            return compact
         return dumps_like(body, rewritten)
 
 

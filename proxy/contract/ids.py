@@ -1,7 +1,8 @@
-"""Identifiers shaped like Meta's: wamids, media ids, trace ids, conversation ids."""
+"""Identifiers shaped like Meta's: wamids, media ids, trace ids, conversation ids, sha256 forms."""
 
 from __future__ import annotations
 
+import base64
 import binascii
 import functools
 import os
@@ -27,13 +28,16 @@ if hasattr(os, "register_at_fork"):
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+# Meta's wamid layout (base64 after `wamid.`): these two bytes, the length of the
+# counterpart's number, its ASCII digits, then an opaque id.
+_WAMID_MAGIC = b"\x1c\x18"
 
 
 @functools.lru_cache(maxsize=1024)
 def _wamid_head(recipient: str) -> bytes:
     """The part of a wamid before its random id: it only depends on the recipient."""
     digits = "".join(ch for ch in recipient if ch.isdigit()).encode()
-    return b"\x1c\x18" + bytes([len(digits)]) + digits + b"\x15\x02\x00\x11\x18\x12"
+    return _WAMID_MAGIC + bytes([len(digits)]) + digits + b"\x15\x02\x00\x11\x18\x12"
 
 
 def new_wamid(recipient: str = "") -> str:
@@ -68,3 +72,69 @@ def new_conversation_id() -> str:
 def is_wamid(value: object) -> bool:
     """True for strings that look like a WhatsApp message id."""
     return isinstance(value, str) and value.startswith("wamid.") and len(value) > 6
+
+
+def _wamid_parts(wamid: str) -> tuple[str, bytes, bytes, str] | None:
+    """(prefix, bytes before the number, the number, base64 text) in Meta's layout, or None."""
+    prefix, _, encoded = wamid.partition(".")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if raw[:2] != _WAMID_MAGIC or len(raw) <= 3:
+        return None
+    length = raw[2]
+    number = raw[3 : 3 + length]
+    if len(number) != length or not number.isdigit():
+        return None
+    return prefix, raw[3 + length :], number, encoded
+
+
+def wamid_number(wamid: str) -> str | None:
+    """The counterpart's phone number (digits) a wamid embeds, or None for another layout."""
+    parts = _wamid_parts(wamid)
+    return parts[2].decode() if parts is not None else None
+
+
+def wamid_with_number(wamid: str, number: str) -> str | None:
+    """`wamid` embedding the digits `number` instead, the rest kept; None for another layout.
+
+    Padding follows the original: a wamid written without `=` stays without.
+    """
+    parts = _wamid_parts(wamid)
+    if parts is None:
+        return None
+    prefix, rest, _, encoded = parts
+    digits = number.encode()
+    rebuilt = _WAMID_MAGIC + bytes([len(digits)]) + digits + rest
+    text = base64.b64encode(rebuilt).decode()
+    if not encoded.endswith("="):
+        text = text.rstrip("=")
+    return f"{prefix}.{text}"
+
+
+def sha256_hex(value: object) -> str | None:
+    """A sha256 in lowercase hex, from hex (Graph media metadata) or base64 (webhooks).
+
+    None for anything else: not a string, empty, or not 32 bytes in either form.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if len(text) == 64:
+        try:
+            bytes.fromhex(text)
+        except ValueError:
+            pass
+        else:
+            return text.lower()
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw.hex() if len(raw) == 32 else None
+
+
+def sha256_hex_to_b64(sha_hex: str) -> str:
+    """A hex sha256 (the store's form) in base64, as webhooks carry it; ValueError if not hex."""
+    return base64.b64encode(bytes.fromhex(sha_hex)).decode()
