@@ -14,6 +14,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
+from .engine import make_engine
 from .errors import DatabaseUnavailable
 from .errors import SchemaError
 from .models import Base
@@ -76,8 +77,6 @@ def check_tables(tables: set[str], where: str, *, whole_file: bool) -> None:
 def _run(url: URL, engine: Engine, fn: str, revision: str) -> None:
     # SQLite batch migrations rebuild tables, which fails with foreign keys
     # enforced, so SQLite migrates on its own connection with them off.
-    from .store import make_engine
-
     is_sqlite = url.get_backend_name() == "sqlite"
     mig_engine = make_engine(url, foreign_keys=False, pooled=False) if is_sqlite else engine
     cfg = config()

@@ -10,42 +10,35 @@ import hashlib
 import io
 import os
 import re
-import sqlite3
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from datetime import timezone
 from pathlib import Path
 from typing import Any
 from typing import BinaryIO
 
 from sqlalchemy import Engine
 from sqlalchemy import bindparam
-from sqlalchemy import create_engine
 from sqlalchemy import delete
-from sqlalchemy import event as sa_event
 from sqlalchemy import func
 from sqlalchemy import insert
-from sqlalchemy import inspect
-from sqlalchemy import literal
 from sqlalchemy import select
 from sqlalchemy import update
-from sqlalchemy.engine import URL
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm import aliased
 from sqlalchemy.orm import sessionmaker
-from sqlalchemy.pool import NullPool
 
 from . import migrate
 from . import models as m
+from . import rows
+from .engine import describe_url
+from .engine import existing_sqlite_file
+from .engine import make_engine
+from .engine import parse_url
 from .errors import CassetteExists
 from .errors import CassetteNotFound
 from .errors import DatabaseUnavailable
@@ -62,8 +55,6 @@ from .records import MediaLinkInfo
 DEFAULT_URL = "sqlite:///cassettes/pseudowa.db"
 ENV_VAR = "PSEUDOWA_DB"
 CHUNK_SIZE = 1 << 20
-SQLITE_MAGIC = b"SQLite format 3\x00"
-SQLITE_BUSY_TIMEOUT_MS = 10_000
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _PAGE = 64
 
@@ -73,11 +64,6 @@ ExchangeWithEvents = tuple[Exchange, Sequence[EventLike]]
 def resolve_url(url: str | None = None) -> str:
     """The store URL to use: the explicit one, else $PSEUDOWA_DB, else the default."""
     return url or os.environ.get(ENV_VAR) or DEFAULT_URL
-
-
-def describe_url(url: URL) -> str:
-    """The URL with any password hidden, for messages."""
-    return url.render_as_string(hide_password=True)
 
 
 def validate_name(name: str) -> str:
@@ -96,162 +82,12 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(orig).__name__
 
 
-_PASSWORD_RE = re.compile(r"(://[^:/@]*:).*@")  # greedy: a password may hold "@"
-
-
-def _parse_url(url: str) -> URL:
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError) as e:
-        # ValueError: SQLAlchemy parses the port with int(), so a typo there
-        # ("host:54x2") is not an ArgumentError. The URL could not be parsed,
-        # so hide its password by hand before echoing it.
-        shown = _PASSWORD_RE.sub(r"\1***@", url)
-        raise DatabaseUnavailable(
-            f"malformed database URL {shown!r}: expected e.g. sqlite:///path/to/store.db "
-            "or postgresql://user@host:5432/dbname"
-        ) from e
-    if parsed.drivername in ("postgresql", "postgres"):
-        # One driver for PostgreSQL, the one we install and test.
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-        # Other backends are untested and their drivers are not installed.
-        raise DatabaseUnavailable(
-            f"unsupported database {parsed.get_backend_name()!r} in {describe_url(parsed)!r}: "
-            "use sqlite:///path/to/store.db or postgresql://user@host:5432/dbname"
-        )
-    return parsed
-
-
-def _check_sqlite_file(url: URL) -> None:
-    database = url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    path = Path(database)
-    if path.is_dir():
-        raise DatabaseUnavailable(f"{path} is a directory, not a SQLite database file")
-    if path.exists():
-        try:
-            with path.open("rb") as fh:
-                header = fh.read(len(SQLITE_MAGIC))
-        except OSError as e:
-            raise DatabaseUnavailable(f"cannot read {path}: {e.strerror}") from e
-        if header and header != SQLITE_MAGIC:
-            raise DatabaseUnavailable(
-                f"{path} is not a SQLite database; pseudowa left it untouched"
-            )
-        if header:
-            # Checked read-only before our engine connects: its WAL pragma would
-            # already rewrite the header of another application's file.
-            migrate.check_tables(_sqlite_tables(path), str(path), whole_file=True)
-    else:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DatabaseUnavailable(f"cannot create {path.parent}: {e.strerror}") from e
-
-
-def _sqlite_tables(path: Path) -> set[str]:
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as e:
-        raise DatabaseUnavailable(f"cannot read {path} as a SQLite database: {e}") from e
-    return {name for (name,) in rows}
-
-
-def _sqlite_pragmas(foreign_keys: bool) -> Any:
-    def on_connect(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        try:
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
-        finally:
-            cur.close()
-
-    return on_connect
-
-
-def make_engine(url: URL, *, foreign_keys: bool = True, pooled: bool = True) -> Engine:
-    """An engine with the store's connection settings (SQLite: WAL, FKs, busy timeout)."""
-    kwargs: dict[str, Any] = {}
-    if not pooled:
-        kwargs["poolclass"] = NullPool
-    if url.get_backend_name() == "sqlite":
-        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-    else:
-        kwargs["pool_pre_ping"] = True
-    try:
-        engine = create_engine(url, **kwargs)
-    except NoSuchModuleError as e:
-        raise DatabaseUnavailable(
-            f"unsupported database URL scheme {url.drivername!r}: use sqlite:/// or postgresql://"
-        ) from e
-    except ArgumentError as e:
-        raise DatabaseUnavailable(f"invalid database URL {describe_url(url)!r}: {e}") from e
-    if url.get_backend_name() == "sqlite":
-        sa_event.listen(engine, "connect", _sqlite_pragmas(foreign_keys))
-    return engine
-
-
-def _aware(dt: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were written in UTC.
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-
-
-def _utc(dt: datetime) -> datetime:
-    # SQLite keeps no offset: every time is written in UTC (naive ones are taken as UTC).
-    return _aware(dt).astimezone(timezone.utc)
-
-
 _NEXT_SEQ = select(
     m.Cassette.id,
     select(func.max(m.Interaction.seq))
     .where(m.Interaction.cassette_id == m.Cassette.id)
     .scalar_subquery(),
 ).where(m.Cassette.name == bindparam("name"))
-
-
-def _interaction_values(cid: int, seq: int, exchange: Exchange) -> dict[str, Any]:
-    return {
-        "cassette_id": cid,
-        "seq": seq,
-        "kind": str(exchange.kind),
-        "method": exchange.method,
-        "url": exchange.url,
-        "request_headers": [list(h) for h in exchange.request_headers],
-        "request_body": exchange.request_body,
-        "response_status": exchange.response_status,
-        "response_headers": [list(h) for h in exchange.response_headers],
-        "response_body": exchange.response_body,
-        "error": exchange.error,
-        "started_at": exchange.started_at,
-        "finished_at": exchange.finished_at,
-        "annotations": dict(exchange.annotations),
-    }
-
-
-def _exchange(row: m.Interaction) -> Exchange:
-    return Exchange(
-        kind=row.kind,
-        method=row.method,
-        url=row.url,
-        request_headers=[(k, v) for k, v in row.request_headers],
-        request_body=bytes(row.request_body or b""),
-        response_status=row.response_status,
-        response_headers=[(k, v) for k, v in row.response_headers],
-        response_body=bytes(row.response_body or b""),
-        error=row.error,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        annotations=dict(row.annotations or {}),
-        seq=row.seq,
-    )
 
 
 class CassetteStore:
@@ -271,9 +107,12 @@ class CassetteStore:
         `DatabaseUnavailable` for a bad URL, a file that is not SQLite, a
         database of another application or a server that refuses.
         """
-        parsed = _parse_url(resolve_url(url))
-        if parsed.get_backend_name() == "sqlite":
-            _check_sqlite_file(parsed)
+        parsed = parse_url(resolve_url(url))
+        existing = existing_sqlite_file(parsed)
+        if existing is not None:
+            # Refused before our engine connects: its WAL pragma would already
+            # rewrite the header of another application's file.
+            migrate.check_tables(set(existing.tables), str(existing.path), whole_file=True)
         engine = make_engine(parsed)
         try:
             cls._check_reachable(engine)
@@ -336,13 +175,16 @@ class CassetteStore:
 
     def _info(self, session: Session, row: m.Cassette) -> CassetteInfo:
         def count(model: Any) -> int:
-            return session.scalar(
-                select(func.count()).select_from(model).where(model.cassette_id == row.id)
-            ) or 0
+            return (
+                session.scalar(
+                    select(func.count()).select_from(model).where(model.cassette_id == row.id)
+                )
+                or 0
+            )
 
         return CassetteInfo(
             name=row.name,
-            created_at=_aware(row.created_at),
+            created_at=rows.aware(row.created_at),
             source=row.source,
             notes=row.notes,
             graph_api_version=row.graph_api_version,
@@ -377,7 +219,7 @@ class CassetteStore:
                     phone_number_ids=list(phone_number_ids),
                 )
                 if created_at is not None:
-                    row.created_at = _utc(created_at)
+                    row.created_at = rows.utc(created_at)
                 s.add(row)
                 s.flush()
                 return self._info(s, row)
@@ -410,8 +252,8 @@ class CassetteStore:
     def list_cassettes(self) -> list[CassetteInfo]:
         """All cassettes, by name."""
         with self._session() as s:
-            rows = s.scalars(select(m.Cassette).order_by(m.Cassette.name)).all()
-            return [self._info(s, r) for r in rows]
+            found = s.scalars(select(m.Cassette).order_by(m.Cassette.name)).all()
+            return [self._info(s, r) for r in found]
 
     def get_cassette(self, name: str) -> CassetteInfo:
         """One cassette's metadata; `CassetteNotFound` names the closest existing ones."""
@@ -472,54 +314,13 @@ class CassetteStore:
                 )
                 s.add(new)
                 s.flush()
-                self._copy_rows(s, old.id, new.id)
+                for statement in rows.copy_statements(old.id, new.id):
+                    s.execute(statement)
                 s.add(m.History(cassette_id=new.id, operation="copy", arguments={"from": src}))
                 s.flush()
                 return self._info(s, new)
         except IntegrityError as e:
             raise CassetteExists(dst) from e
-
-    def _copy_rows(self, s: Session, old_id: int, new_id: int) -> None:
-        icols = [
-            c.key for c in m.Interaction.__table__.columns if c.key not in ("id", "cassette_id")
-        ]
-        s.execute(
-            m.Interaction.__table__.insert().from_select(
-                ["cassette_id", *icols],
-                select(literal(new_id), *[m.Interaction.__table__.c[c] for c in icols]).where(
-                    m.Interaction.cassette_id == old_id
-                ),
-            )
-        )
-        old_i = aliased(m.Interaction)
-        new_i = aliased(m.Interaction)
-        ecols = [
-            c.key
-            for c in m.Event.__table__.columns
-            if c.key not in ("id", "cassette_id", "interaction_id")
-        ]
-        s.execute(
-            m.Event.__table__.insert().from_select(
-                ["cassette_id", "interaction_id", *ecols],
-                select(literal(new_id), new_i.id, *[m.Event.__table__.c[c] for c in ecols])
-                .join(old_i, old_i.id == m.Event.interaction_id)
-                .join(new_i, (new_i.cassette_id == new_id) & (new_i.seq == old_i.seq))
-                .where(m.Event.cassette_id == old_id),
-            )
-        )
-        for model, cols in (
-            (m.MediaLink, ["media_id", "sha256", "mime_type"]),
-            (m.History, ["at", "operation", "arguments"]),
-        ):
-            table = model.__table__
-            s.execute(
-                table.insert().from_select(
-                    ["cassette_id", *cols],
-                    select(literal(new_id), *[table.c[c] for c in cols]).where(
-                        table.c.cassette_id == old_id
-                    ),
-                )
-            )
 
     # -- interactions ------------------------------------------------------------------
 
@@ -555,13 +356,13 @@ class CassetteStore:
             plain: list[dict[str, Any]] = []
             for exchange, events in items:
                 seq += 1
-                values = _interaction_values(cid, seq, exchange)
+                values = rows.interaction_values(cid, seq, exchange)
                 if events:
                     # Events need their interaction's id: the ORM way, one row.
                     row = m.Interaction(**values)
                     s.add(row)
                     s.flush()
-                    s.add_all(self._event_rows(cid, row.id, events))
+                    s.add_all(rows.event_rows(cid, row.id, events))
                 else:
                     plain.append(values)
                 seqs.append(seq)
@@ -571,25 +372,6 @@ class CassetteStore:
                 # costs several times the insert itself.
                 s.execute(insert(m.Interaction), plain)
             return seqs
-
-    @staticmethod
-    def _event_rows(cid: int, interaction_id: int, events: Sequence[EventLike]) -> list[m.Event]:
-        return [
-            m.Event(
-                cassette_id=cid,
-                interaction_id=interaction_id,
-                position=ev.position,
-                category=ev.category,
-                wamid=ev.wamid,
-                type=ev.type,
-                sender=ev.sender,
-                recipient=ev.recipient,
-                media_id=ev.media_id,
-                media_sha256=ev.media_sha256,
-                timestamp=ev.timestamp,
-            )
-            for ev in events
-        ]
 
     def interactions(self, name: str, kinds: Iterable[str] | None = None) -> Iterator[Exchange]:
         """Iterate a cassette's exchanges in order, a page at a time (bounded memory)."""
@@ -607,7 +389,7 @@ class CassetteStore:
                 )
                 if kind_list is not None:
                     q = q.where(m.Interaction.kind.in_(kind_list))
-                page = [_exchange(r) for r in s.scalars(q)]
+                page = [rows.exchange_of(r) for r in s.scalars(q)]
             if not page:
                 return
             yield from page
@@ -624,7 +406,7 @@ class CassetteStore:
             )
             if row is None:
                 raise StoreError(f"cassette {name!r} has no interaction #{seq}")
-            return _exchange(row)
+            return rows.exchange_of(row)
 
     def replace_interactions(
         self, name: str, items: Iterable[Exchange | ExchangeWithEvents]
@@ -666,21 +448,7 @@ class CassetteStore:
             ):
                 if value is not None:
                     q = q.where(column == value)
-            return [
-                Event(
-                    wamid=e.wamid,
-                    category=e.category,
-                    type=e.type,
-                    sender=e.sender,
-                    recipient=e.recipient,
-                    media_id=e.media_id,
-                    media_sha256=e.media_sha256,
-                    timestamp=e.timestamp,
-                    position=e.position,
-                    interaction_seq=seq,
-                )
-                for e, seq in s.execute(q)
-            ]
+            return [rows.event_of(e, seq) for e, seq in s.execute(q)]
 
     # -- media -------------------------------------------------------------------------
 
@@ -734,7 +502,9 @@ class CassetteStore:
             )
             previous: list[str] = []
             if link is None:
-                s.add(m.MediaLink(cassette_id=cid, media_id=media_id, sha256=sha256, mime_type=mime))
+                s.add(
+                    m.MediaLink(cassette_id=cid, media_id=media_id, sha256=sha256, mime_type=mime)
+                )
             else:
                 previous = [link.sha256]
                 link.sha256, link.mime_type = sha256, mime
@@ -775,13 +545,16 @@ class CassetteStore:
     def list_media(self, name: str) -> list[MediaLinkInfo]:
         with self._session() as s:
             cid = self._cassette_id(s, name)
-            rows = s.execute(
+            links = s.execute(
                 select(m.MediaLink, m.MediaBlob.size)
                 .join(m.MediaBlob, m.MediaBlob.sha256 == m.MediaLink.sha256)
                 .where(m.MediaLink.cassette_id == cid)
                 .order_by(m.MediaLink.media_id)
             ).all()
-            return [MediaLinkInfo(l.media_id, l.sha256, l.mime_type, size) for l, size in rows]
+            return [
+                MediaLinkInfo(link.media_id, link.sha256, link.mime_type, size)
+                for link, size in links
+            ]
 
     def media_chunks(self, sha256: str) -> Iterator[bytes]:
         """A blob's bytes, one chunk per query, so memory stays at one chunk."""
@@ -815,16 +588,16 @@ class CassetteStore:
             cid = self._cassette_id(s, name)
             row = m.History(cassette_id=cid, operation=operation, arguments=arguments)
             if at is not None:
-                row.at = _utc(at)
+                row.at = rows.utc(at)
             s.add(row)
 
     def history(self, name: str) -> list[HistoryEntry]:
         with self._session() as s:
             cid = self._cassette_id(s, name)
-            rows = s.scalars(
+            entries = s.scalars(
                 select(m.History).where(m.History.cassette_id == cid).order_by(m.History.id)
             ).all()
-            return [HistoryEntry(_aware(r.at), r.operation, dict(r.arguments)) for r in rows]
+            return [HistoryEntry(rows.aware(r.at), r.operation, dict(r.arguments)) for r in entries]
 
     def rename_cassette(self, name: str, new_name: str) -> None:
         validate_name(new_name)
@@ -834,8 +607,3 @@ class CassetteStore:
                 s.execute(update(m.Cassette).where(m.Cassette.id == cid).values(name=new_name))
         except IntegrityError as e:
             raise CassetteExists(new_name) from e
-
-
-def table_names(engine: Engine) -> list[str]:
-    """Tables present in the database (used to refuse databases of other applications)."""
-    return inspect(engine).get_table_names()

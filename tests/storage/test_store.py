@@ -56,7 +56,9 @@ def webhook(i: int, *events: EventData) -> tuple[Exchange, list[EventData]]:
     return exchange(i, Kind.WEBHOOK, url="https://bot.example/webhook"), list(events)
 
 
-def message(wamid: str, sender: str, type_: str = "text", position: int = 0, **kw: str) -> EventData:
+def message(
+    wamid: str, sender: str, type_: str = "text", position: int = 0, **kw: str
+) -> EventData:
     return EventData(
         wamid=wamid, category="message", type=type_, sender=sender, position=position,
         timestamp="1700000000", **kw,
@@ -110,11 +112,15 @@ def test_create_get_and_list_cassettes(store: CassetteStore) -> None:
 def test_list_cassettes_counts_what_each_holds(store: CassetteStore) -> None:
     store.create_cassette("a")
     store.create_cassette("b")
-    store.append_many("a", [exchange(0), webhook(1, message("w1", "15550001"), status("w0", "read", "1555"))])
+    store.append_many(
+        "a", [exchange(0), webhook(1, message("w1", "15550001"), status("w0", "read", "1555"))]
+    )
     media = store.put_media(b"img", "image/jpeg")
     store.link_media("a", "m1", media.sha256)
 
-    counts = {c.name: (c.interaction_count, c.event_count, c.media_count) for c in store.list_cassettes()}
+    counts = {
+        c.name: (c.interaction_count, c.event_count, c.media_count) for c in store.list_cassettes()
+    }
     assert counts == {"a": (2, 2, 1), "b": (0, 0, 0)}
 
 
@@ -167,7 +173,9 @@ def test_cassette_not_found_names_close_matches(store: CassetteStore) -> None:
     assert "did you mean 'welcome-flow'" in str(caught.value)
     assert caught.value.name == "welcom-flow"
     # Nothing close: the message lists what exists instead.
-    with pytest.raises(CassetteNotFound, match="cassettes: media-upload, order-status, welcome-flow"):
+    with pytest.raises(
+        CassetteNotFound, match="cassettes: media-upload, order-status, welcome-flow"
+    ):
         store.interactions("zzzzzz").__next__()
     # Every entry point that takes a name reports it the same way.
     for call in (
@@ -213,8 +221,11 @@ def _populate(store: CassetteStore, name: str) -> list[Exchange]:
                           phone_number_ids=["111"])  # fmt: skip
     items: list[Exchange | tuple[Exchange, list[EventData]]] = [
         exchange(0, request_body=bytes(range(256))),
-        webhook(1, message("wamid.A", "15550001", "image", media_id="m-1"),
-                status("wamid.Z", "delivered", "15550002", position=1)),  # fmt: skip
+        webhook(
+            1,
+            message("wamid.A", "15550001", "image", media_id="m-1"),
+            status("wamid.Z", "delivered", "15550002", position=1),
+        ),  # fmt: skip
         exchange(2, Kind.MEDIA, method="GET", request_body=b"", response_body=b"\x00\xff" * 10),
         webhook(3, message("wamid.B", "15550001")),
     ]
@@ -300,8 +311,16 @@ def test_append_keeps_order_bodies_timings_and_annotations(store: CassetteStore)
         exchange(0, request_body=bytes(range(256)) * 3, response_body=b""),
         exchange(1, request_body=b"", response_body=b"\x00" * 1000 + b"\xff"),
         # A failed exchange: no response, an error, a zero-length duration.
-        exchange(2, Kind.MEDIA, method="GET", response_status=None, response_headers=[],
-                 response_body=b"", error="connection reset by peer", finished_at=T0 + 2),  # fmt: skip
+        exchange(
+            2,
+            Kind.MEDIA,
+            method="GET",
+            response_status=None,
+            response_headers=[],
+            response_body=b"",
+            error="connection reset by peer",
+            finished_at=T0 + 2,
+        ),  # fmt: skip
         exchange(3, "webhook", annotations={}),
     ]
     assert store.append_many("c", items[:2]) == [0, 1]
@@ -351,7 +370,10 @@ def test_replace_interactions_renumbers_and_replaces_events(store: CassetteStore
     store.append_many("c", [exchange(0), webhook(1, message("old", "1")), exchange(2)])
     store.replace_interactions("c", [webhook(10, message("new", "2")), exchange(11)])
     got = list(store.interactions("c"))
-    assert [(g.seq, g.url) for g in got] == [(0, "https://bot.example/webhook"), (1, exchange(11).url)]
+    assert [(g.seq, g.url) for g in got] == [
+        (0, "https://bot.example/webhook"),
+        (1, exchange(11).url),
+    ]
     assert [(e.wamid, e.interaction_seq) for e in store.events("c")] == [("new", 0)]
 
 
@@ -365,11 +387,17 @@ def test_events_query_by_each_field(store: CassetteStore) -> None:
         "c",
         [
             exchange(0),
-            webhook(1, message("wamid.1", "15550001", "text"),
-                    message("wamid.2", "15550002", "image", position=1, media_id="media-9")),  # fmt: skip
+            webhook(
+                1,
+                message("wamid.1", "15550001", "text"),
+                message("wamid.2", "15550002", "image", position=1, media_id="media-9"),
+            ),  # fmt: skip
             exchange(2),
-            webhook(3, status("wamid.1", "delivered", "15550001"),
-                    status("wamid.1", "read", "15550001", position=1)),  # fmt: skip
+            webhook(
+                3,
+                status("wamid.1", "delivered", "15550001"),
+                status("wamid.1", "read", "15550001", position=1),
+            ),  # fmt: skip
             webhook(4, EventData(wamid=None, category="error", type="131047")),
         ],
     )
@@ -387,11 +415,15 @@ def test_events_query_by_each_field(store: CassetteStore) -> None:
     assert [e.wamid for e in store.events("c", type="image")] == ["wamid.2"]
     assert [e.wamid for e in store.events("c", sender="15550002")] == ["wamid.2"]
     media = store.events("c", media_id="media-9")
-    assert [(m_.wamid, m_.sender, m_.interaction_seq) for m_ in media] == [("wamid.2", "15550002", 1)]
+    assert [(m_.wamid, m_.sender, m_.interaction_seq) for m_ in media] == [
+        ("wamid.2", "15550002", 1)
+    ]
     assert [e.type for e in store.events("c", category="status")] == ["delivered", "read"]
     assert [e.type for e in store.events("c", category="error")] == ["131047"]
     # Filters combine, and other cassettes' events never leak in.
-    assert [e.type for e in store.events("c", wamid="wamid.1", category="status", type="read")] == ["read"]
+    assert [e.type for e in store.events("c", wamid="wamid.1", category="status", type="read")] == [
+        "read"
+    ]
     assert store.events("c", wamid="wamid.404") == []
     assert len(store.events("other", wamid="wamid.1")) == 1
     assert everything[0].timestamp == "1700000000" and everything[2].recipient == "15550001"
@@ -414,7 +446,7 @@ def test_same_bytes_stored_once_for_many_media_ids(store: CassetteStore) -> None
     store.link_media("a", "id-2", second.sha256)
     store.link_media("b", "id-3", first.sha256, mime_type="image/jpg")
     assert blob_count(store) == (1, 1)
-    assert [(l.media_id, l.sha256, l.size) for l in store.list_media("a")] == [
+    assert [(x.media_id, x.sha256, x.size) for x in store.list_media("a")] == [
         ("id-1", first.sha256, 5000),
         ("id-2", first.sha256, 5000),
     ]
@@ -583,7 +615,10 @@ def test_round_trip_10k_interactions_byte_identical(
     got_count = 0
     for n, ex in enumerate(store.interactions("big")):
         assert ex.seq == n, f"interaction #{n} came back as #{ex.seq}"
-        digests = (hashlib.sha256(ex.request_body).digest(), hashlib.sha256(ex.response_body).digest())
+        digests = (
+            hashlib.sha256(ex.request_body).digest(),
+            hashlib.sha256(ex.response_body).digest(),
+        )
         if digests != expected[n]:
             pytest.fail(
                 f"interaction #{n}: bodies differ (sizes sent {sizes[2 * n]}/{sizes[2 * n + 1]}, "
