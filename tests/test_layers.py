@@ -234,8 +234,31 @@ def runtime_cli_violations(sources: Sources) -> list[str]:
     return found
 
 
+def _shortest_cycle(graph: Mapping[str, Mapping[str, int]], first: str) -> list[str] | None:
+    """The shortest import chain from first back to first, breadth first."""
+    came_from: dict[str, str] = {}
+    frontier = [first]
+    while frontier and first not in came_from:
+        following: list[str] = []
+        for node in frontier:
+            for child in sorted(graph[node]):
+                if child not in came_from:
+                    came_from[child] = node
+                    following.append(child)
+        frontier = following
+    if first not in came_from:
+        return None
+    chain = [first]
+    node = came_from[first]
+    while node != first:
+        chain.append(node)
+        node = came_from[node]
+    chain.append(first)
+    return chain[::-1]
+
+
 def cycle_violations(sources: Sources) -> list[str]:
-    """Import cycles between our modules, one chain per strongly connected group.
+    """Import cycles between our modules, each as a chain a -> b -> a with file:line per edge.
 
     Function-level imports count (they run, just later); TYPE_CHECKING-only ones do not.
     """
@@ -247,72 +270,17 @@ def cycle_violations(sources: Sources) -> list[str]:
             target = target.rpartition(".")[0]
         if not i.type_checking and target and target != i.importer:
             graph[i.importer].setdefault(target, i.line)
-
-    # Tarjan's strongly connected components, iteratively.
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    groups: list[list[str]] = []
-    for start in sorted(graph):
-        if start in index:
-            continue
-        work: list[tuple[str, Iterator[str]]] = [(start, iter(sorted(graph[start])))]
-        index[start] = low[start] = len(index)
-        stack.append(start)
-        on_stack.add(start)
-        while work:
-            node, children = work[-1]
-            child = next(children, None)
-            if child is None:
-                work.pop()
-                if work:
-                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
-                if low[node] == index[node]:
-                    group: list[str] = []
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        group.append(member)
-                        if member == node:
-                            break
-                    if len(group) > 1:
-                        groups.append(sorted(group))
-            elif child not in index:
-                index[child] = low[child] = len(index)
-                stack.append(child)
-                on_stack.add(child)
-                work.append((child, iter(sorted(graph[child]))))
-            elif child in on_stack:
-                low[node] = min(low[node], index[child])
-
     found: list[str] = []
-    for group in sorted(groups):
-        members = set(group)
-        first = group[0]
-        # shortest way from first back to itself inside the group (breadth first)
-        came_from: dict[str, str] = {}
-        frontier = [first]
-        while first not in came_from:
-            following: list[str] = []
-            for node in frontier:
-                for child in sorted(graph[node]):
-                    if child in members and child not in came_from:
-                        came_from[child] = node
-                        following.append(child)
-            frontier = following
-        chain = [first]
-        node = came_from[first]
-        while node != first:
-            chain.append(node)
-            node = came_from[node]
-        chain.append(first)
-        chain.reverse()
+    seen: set[frozenset[str]] = set()
+    for module in sorted(graph):
+        chain = _shortest_cycle(graph, module)
+        if chain is None or frozenset(chain) in seen:
+            continue
+        seen.add(frozenset(chain))
         steps = " -> ".join(
             f"{b} ({_where(a, packages)}:{graph[a][b]})" for a, b in zip(chain, chain[1:])
         )
-        extra = f" (cycle group: {', '.join(group)})" if len(group) > len(chain) - 1 else ""
-        found.append(f"import cycle: {first} -> {steps}{extra}")
+        found.append(f"import cycle: {module} -> {steps}")
     return found
 
 
