@@ -1,78 +1,70 @@
-"""mitmproxy embedded in pseudowa: the pieces `record` and `replay --proxy-port` share.
+"""One run sequence for an embedded mitmproxy, shared by `pseudowa record` and `ProxyThread`.
 
-`pseudowa record` runs DumpMaster on its own event loop (proxy/mitm/record.py);
-`pseudowa replay --proxy-port` runs one in a thread of its own next to the fake Graph
-API (`ProxyThread`), so that mitmproxy's loop-wide settings (its exception handler,
-eager tasks on Python 3.12) leave the replay's loop alone. Both want the same things:
-a port that is taken reported as one line before anything starts, mitmproxy's log kept
-off the terminal, its CA where the user can find it, and a shutdown that closes the
-listeners and the bot's keep-alive connections instead of leaving them to the loop.
+`pseudowa record` runs it on its own event loop (proxy/mitm/record.py); `pseudowa replay
+--proxy-port` runs it in a thread of its own next to the fake Graph API
+(proxy/mitm/thread.py), so that mitmproxy's loop-wide settings (its exception handler,
+eager tasks on Python 3.12) leave the replay's loop alone. Both want the same things,
+which `run()` does once:
 
-mitmproxy is imported inside the functions that need it.
+  - a port that is taken reported as one line (`check_free` before anything starts,
+    `BoundPorts` for a bind that fails anyway), naming the option to change;
+  - mitmproxy's log kept off the terminal (`LogRelay`) and its start-up error check
+    replaced by our own one-line errors;
+  - its CA created in the confdir, where the user can find it;
+  - a shutdown that closes the listeners and the bot's keep-alive connections instead
+    of leaving them to the loop, after exchanges in flight had a moment to finish.
+
+The order follows mitmproxy's own `tools/main.py`: DumpMaster is built inside a coroutine
+(it takes the running loop), the core options come first, then the addons, then their
+options, then `master.run()`. mitmproxy is imported inside the functions that need it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import os
 import socket
-import threading
 from collections.abc import Callable
-from collections.abc import Iterable
 from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from typing import TYPE_CHECKING
 from typing import Any
+from typing import Protocol
 
+from pseudowa.proxy.errors import ConfigError
 from pseudowa.proxy.errors import UserError
+from pseudowa.proxy.mitm.ca import DEFAULT_CONFDIR
+from pseudowa.proxy.mitm.ca import ca_cert_path
+
+if TYPE_CHECKING:
+    from mitmproxy.addons.proxyserver import Proxyserver
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CONFDIR = "~/.mitmproxy"
-CA_CERT_NAME = "mitmproxy-ca-cert.pem"  # written by mitmproxy into its confdir on first start
-START_TIMEOUT_S = 30.0  # creating a CA on first use takes a moment; this is far more
+STOP_GRACE_S = 5.0  # on stop, exchanges in flight get this long to finish (and be recorded)
 
 Echo = Callable[[str], None]
-# mitmproxy's Master, addons and options: much of their API is untyped, so they are
-# handled as Any here rather than with a type: ignore on every call.
-Master = Any
 
 
-def ca_cert_path(confdir: str | None) -> Path:
-    """Where mitmproxy keeps the CA certificate a proxy client must trust."""
-    return Path(os.path.expanduser(confdir or DEFAULT_CONFDIR)).absolute() / CA_CERT_NAME
-
-
-def ensure_ca(confdir: str | None) -> Path:
-    """mitmproxy's CA certificate, created as mitmproxy does on its first start if missing.
-
-    A bot reads its trust store (SSL_CERT_FILE) when it starts, which in a replay is
-    before pseudowa's proxy runs: on a fresh machine the CA must be made first.
-    """
-    from mitmproxy import certs
-    from mitmproxy.options import CONF_BASENAME
-    from mitmproxy.options import Options
-
-    path = ca_cert_path(confdir)
-    if not path.is_file():
-        try:
-            certs.CertStore.from_store(path.parent, CONF_BASENAME, Options().key_size)
-        except (OSError, ValueError) as e:
-            raise UserError(f"cannot create mitmproxy's CA in {path.parent}: {one_line(e)}") from e
-    return path
+# -- one-line messages ------------------------------------------------------------------------
 
 
 def show_host(host: str) -> str:
+    """A host as it goes into a URL: IPv6 addresses in brackets."""
     return f"[{host}]" if ":" in host else host
 
 
 def one_line(error: BaseException) -> str:
+    """The first non-blank line of an error's text (the CLI prints errors as one line)."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
 
 
 def bind_failure(error: BaseException | None) -> str:
+    """Why a listener did not bind, in words ("Address already in use")."""
     if isinstance(error, OSError) and error.errno:
         return os.strerror(error.errno)
     return one_line(error) if error is not None else "the server did not start"
@@ -80,8 +72,10 @@ def bind_failure(error: BaseException | None) -> str:
 
 def cannot_listen(host: str, port: int, label: str, why: str) -> str:
     """The one line for a listener that could not bind, naming the option to change."""
-    return (f"cannot listen on {show_host(host)}:{port} for the {label} listener: {why} "
-            f"(choose another with --{label}-port)")
+    return (
+        f"cannot listen on {show_host(host)}:{port} for the {label} listener: {why} "
+        f"(choose another with --{label}-port)"
+    )
 
 
 def check_free(host: str, port: int, label: str) -> None:
@@ -96,17 +90,21 @@ def check_free(host: str, port: int, label: str) -> None:
             raise UserError(cannot_listen(host, port, label, e.strerror or str(e))) from e
 
 
+# -- mitmproxy's log --------------------------------------------------------------------------
+
+
 class LogRelay(logging.Handler):
     """mitmproxy's warnings and errors, kept during start-up and then shown as `! ...` lines.
 
     Installed on the root logger in place of mitmproxy's terminal log and error check,
     so that nothing else reaches the terminal (and Python's last-resort handler stays quiet).
+    Until `echo` is set, the lines are only kept in `records`.
     """
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.records: list[str] = []
-        self.echo: Callable[[str], None] | None = None
+        self.echo: Echo | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -127,31 +125,257 @@ class LogRelay(logging.Handler):
         logging.getLogger().removeHandler(self)
 
 
+# -- the part of mitmproxy's Master we use -----------------------------------------------------
+
+
+class _Addons(Protocol):
+    def get(self, name: str) -> Any: ...
+    def add(self, *addons: Any) -> None: ...
+    def remove(self, addon: Any) -> None: ...
+
+
+class _Options(Protocol):
+    def update(self, **kwargs: Any) -> None: ...
+
+
+class Master(Protocol):
+    """What we call on mitmproxy's `Master`, typed: mitmproxy leaves these unannotated."""
+
+    @property
+    def addons(self) -> _Addons: ...
+    @property
+    def options(self) -> _Options: ...
+    @property
+    def should_exit(self) -> asyncio.Event: ...
+    def shutdown(self) -> None: ...
+    async def run(self) -> None: ...
+    async def done(self) -> None: ...
+
+
+# -- what to run ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One mitmproxy listener: its job (which also names its `--<label>-port` option),
+    its mode without the address, and where it binds (port 0: the system chooses)."""
+
+    label: str  # webhook | graph | media | proxy
+    host: str
+    port: int
+    mode: str = "regular"  # or e.g. reverse:https://graph.facebook.com
+
+    @property
+    def spec(self) -> str:
+        """mitmproxy's mode spec; it splits host and port at the last ":", so an IPv6
+        host goes in bare."""
+        return f"{self.mode}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One embedded mitmproxy: its listeners, the caller's addons and their options."""
+
+    listeners: Sequence[Listener]
+    addons: Sequence[object] = ()
+    options: Mapping[str, object] = field(default_factory=dict)
+    confdir: str | None = None  # None: ~/.mitmproxy
+    ssl_insecure: bool = False  # do not verify upstream TLS certificates
+    name: str = "pseudowa"  # names the asyncio tasks
+
+
+class BoundPorts:
+    """Our own small addon next to the caller's: learns the port each listener bound once
+    mitmproxy runs (or the one line saying why one did not), and notes a `done` that came
+    without `running`.
+
+    Once serving it leaves the addon chain: mitmproxy offers every event of every flow to
+    every addon in it, and under load each one costs about 1% of the throughput.
+    """
+
+    def __init__(self, master: Master, listeners: Sequence[Listener]) -> None:
+        self.master = master
+        self.listeners = list(listeners)
+        self.started = asyncio.Event()  # set by `running` (or `done`, if it never ran)
+        self.ports: dict[str, int] = {}  # label -> bound port
+        self.error: str | None = None  # why a listener did not bind
+        self.ran = False  # `running` came: mitmproxy itself calls `done` on its addons
+        self.done_early = False  # `done` came without `running`
+
+    def running(self) -> None:
+        proxyserver = _proxyserver(self.master)
+        servers = list(proxyserver.servers) if proxyserver is not None else []
+        by_spec = {inst.mode.full_spec: inst for inst in servers}
+        for listener in self.listeners:
+            inst = by_spec.get(listener.spec)
+            addrs = inst.listen_addrs if inst is not None and inst.is_running else ()
+            if not addrs:
+                why = bind_failure(inst.last_exception if inst is not None else None)
+                self.error = cannot_listen(listener.host, listener.port, listener.label, why)
+                self.master.shutdown()
+                break
+            self.ports[listener.label] = int(addrs[0][1])
+        self.ran = True
+        self.started.set()
+        if self.error is None:
+            self.master.addons.remove(self)  # a new chain: the event being dispatched goes on
+
+    def done(self) -> None:
+        if self.ran:  # our removal, or mitmproxy's own `done` after a failed start
+            return
+        self.done_early = True
+        self.started.set()
+
+    @property
+    def serving(self) -> bool:
+        """`running` came and every listener is bound."""
+        return self.ran and self.error is None
+
+
+# -- the run sequence -------------------------------------------------------------------------
+
+
+async def run(
+    config: RunConfig,
+    *,
+    relay: LogRelay,
+    on_serving: Callable[[Mapping[str, int]], None],
+    stop: asyncio.Event | None = None,
+    unfinished: Callable[[], int] | None = None,
+    grace_s: float = STOP_GRACE_S,
+) -> bool:
+    """Run mitmproxy until `stop` is set (or it stops by itself); whether it served.
+
+    `on_serving` gets the bound port of each listener, by label, once all of them listen.
+    On `stop` the listeners close, exchanges in flight get `grace_s` to finish (while
+    `unfinished()` counts any), then the connections left open close and mitmproxy stops.
+    `relay` is installed for the run; the caller decides when it echoes.
+
+    Raises `UserError` (one line) for a bad option or a CA that cannot be created, before
+    anything listens, and once everything is stopped again when a listener could not bind.
+    (Not yet `ListenError`: that is an OSError, which the replay CLI re-words today.)
+    """
+    from mitmproxy.options import Options
+    from mitmproxy.tools.dump import DumpMaster
+
+    loop = asyncio.get_running_loop()
+    relay.install()
+    master: Master = DumpMaster(Options(), with_termlog=False, with_dumper=False)
+    bound = BoundPorts(master, config.listeners)
+    try:
+        drop_error_check(master)
+        _configure(master, config, bound, relay)
+        running = loop.create_task(master.run(), name=f"{config.name}: mitmproxy")
+        stopper = loop.create_task(
+            _stop_on(stop, master, bound, unfinished, grace_s), name=f"{config.name}: stop"
+        )
+        try:
+            if await _started(running, bound):
+                on_serving(dict(bound.ports))
+            await running
+        finally:
+            stopper.cancel()
+            if not running.done():  # interrupted (cancelled, or on_serving raised): stop anyway
+                master.shutdown()
+                await asyncio.shield(running)
+            await close_listeners(master)
+            await close_connections(master)
+    finally:
+        relay.echo = None
+        relay.uninstall()
+        if not bound.ran and not bound.done_early:
+            # mitmproxy never ran (bad option, stopped during start-up): addons still get `done`.
+            try:
+                await master.done()
+            except Exception:
+                logger.exception("mitmproxy shutdown failed")
+    if bound.error is not None:
+        raise UserError(bound.error)
+    return bound.serving
+
+
+def _configure(master: Master, config: RunConfig, bound: BoundPorts, relay: LogRelay) -> None:
+    """Core options, the CA, the addons, their options; one line for what is wrong."""
+    from mitmproxy import exceptions
+
+    opts = master.options
+    try:
+        # Core options first: a bad mode spec fails before an addon touches anything (the
+        # recorder opens its store when its options are set). Setting confdir makes the
+        # TLS addon load its CA now, creating it on first use. Lazy connections: nothing
+        # reaches a server before the addons saw the request (a redirected host is never
+        # contacted).
+        opts.update(
+            confdir=config.confdir or DEFAULT_CONFDIR,
+            mode=[listener.spec for listener in config.listeners],
+            connection_strategy="lazy",
+            ssl_insecure=config.ssl_insecure,
+        )
+        ca = ca_cert_path(config.confdir)
+        if not ca.is_file():
+            why = relay.records[-1] if relay.records else "no reason given"
+            raise UserError(f"mitmproxy could not create its CA certificate {ca}: {why}")
+        master.addons.add(*config.addons, bound)
+        opts.update(**config.options)
+    except exceptions.OptionsError as e:
+        raise ConfigError(one_line(e)) from e
+
+
+async def _started(running: asyncio.Task[None], bound: BoundPorts) -> bool:
+    """Wait until mitmproxy is serving (True) or has stopped or failed to start (False)."""
+    waiter = asyncio.get_running_loop().create_task(bound.started.wait())
+    try:
+        await asyncio.wait([running, waiter], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    return bound.started.is_set() and bound.serving and not running.done()
+
+
+async def _stop_on(
+    stop: asyncio.Event | None,
+    master: Master,
+    bound: BoundPorts,
+    unfinished: Callable[[], int] | None,
+    grace_s: float,
+) -> None:
+    """On `stop`: no new connections, let exchanges in flight finish, then shut down."""
+    if stop is None:
+        await asyncio.Event().wait()  # forever: cancelled once mitmproxy stops by itself
+        return
+    await stop.wait()
+    if bound.serving and not master.should_exit.is_set():
+        await close_listeners(master)
+        if unfinished is not None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace_s
+            while unfinished() and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+        await close_connections(master)
+    master.shutdown()
+
+
+# -- mitmproxy glue ---------------------------------------------------------------------------
+
+
+def _proxyserver(master: Master) -> Proxyserver | None:
+    from mitmproxy.addons.proxyserver import Proxyserver
+
+    found = master.addons.get("proxyserver")
+    return found if isinstance(found, Proxyserver) else None
+
+
 def drop_error_check(master: Master) -> None:
-    """DumpMaster's ErrorCheck prints to stderr and sys.exit()s on a start-up error; we report
-    start-up errors ourselves, as one line."""
+    """DumpMaster's ErrorCheck prints to stderr and sys.exit()s on a start-up error; we
+    report start-up errors ourselves, as one line."""
     check = master.addons.get("errorcheck")
     if check is not None:
         master.addons.remove(check)
         check.finish()  # uninstalls its log handler
 
 
-def bound_ports(master: Master, specs: Iterable[str]) -> dict[str, int | BaseException | None]:
-    """For each mode spec: the port its server listens on, or why it does not (call once
-    mitmproxy is `running`)."""
-    proxyserver = master.addons.get("proxyserver")
-    by_spec = {inst.mode.full_spec: inst for inst in proxyserver.servers}
-    out: dict[str, int | BaseException | None] = {}
-    for spec in specs:
-        inst = by_spec.get(spec)
-        addrs = inst.listen_addrs if inst is not None and inst.is_running else ()
-        out[spec] = int(addrs[0][1]) if addrs else getattr(inst, "last_exception", None)
-    return out
-
-
 async def close_listeners(master: Master) -> None:
     """Stop accepting connections (mitmproxy leaves its listening sockets open when it stops)."""
-    proxyserver = master.addons.get("proxyserver")
+    proxyserver = _proxyserver(master)
     if proxyserver is None:
         return
     try:
@@ -167,225 +391,15 @@ async def close_connections(master: Master, timeout_s: float = 1.0) -> None:
     the connection ends normally; cancelling the outer task instead makes Python 3.11
     print a CancelledError traceback for every connection left when the loop closes.
     """
-    proxyserver = master.addons.get("proxyserver")
+    proxyserver = _proxyserver(master)
     if proxyserver is None:
         return
     for handler in list(proxyserver.connections.values()):
         io = handler.transports.get(handler.client)
-        task = getattr(io, "handler", None)
+        task = io.handler if io is not None else None
         if task is not None and not task.done():
             task.cancel("pseudowa is stopping")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while proxyserver.connections and loop.time() < deadline:
         await asyncio.sleep(0.01)
-
-
-# -- a proxy in a thread of its own -----------------------------------------------------------
-
-
-class _Started:
-    """Our addon next to the caller's: learns the bound port once mitmproxy runs."""
-
-    def __init__(self, spec: str) -> None:
-        self.spec = spec
-        self.started = asyncio.Event()  # set by `running` (or `done`, if it never ran)
-        self.port: int | None = None
-        self.error: BaseException | None = None
-        self.done_called = False
-
-    def running(self) -> None:
-        from mitmproxy import ctx
-
-        master: Master = ctx.master
-        found = bound_ports(master, [self.spec])[self.spec]
-        if isinstance(found, int):
-            self.port = found
-        else:
-            self.error = found or OSError(0, "the server did not start")
-            master.shutdown()
-        self.started.set()
-
-    def done(self) -> None:
-        self.done_called = True
-        self.started.set()
-
-
-def _settle(future: concurrent.futures.Future[Any], result: Any = None, *,
-            error: BaseException | None = None) -> bool:
-    """Resolve a future the other thread may have cancelled meanwhile; whether it took."""
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    except concurrent.futures.InvalidStateError:
-        return False
-    return True
-
-
-class ProxyThread:
-    """One mitmproxy listener (`regular`, by default) with the caller's addons, run by
-    DumpMaster on an event loop in a daemon thread.
-
-    `await start()` returns once it listens (or raises `UserError` with one line: port
-    taken, bad option, CA not writable); `await stop()` closes the listener and the
-    connections left open, then waits for mitmproxy to finish. Warnings mitmproxy logs
-    while it runs go to `on_line` as `! ...` lines, from its thread.
-    """
-
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        addons: Iterable[Any],
-        options: Mapping[str, Any],
-        confdir: str | None = None,
-        mode: str = "regular",
-        label: str = "proxy",
-        ssl_insecure: bool = False,
-        on_line: Echo | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.label = label
-        self.spec = f"{mode}@{host}:{port}"  # mitmproxy splits at the last ":": IPv6 goes in bare
-        self.addons = list(addons)
-        self.options = dict(options)
-        self.confdir = confdir
-        self.ssl_insecure = ssl_insecure
-        self.on_line = on_line
-        self.ca_cert_path = ca_cert_path(confdir)
-        self.bound_port: int | None = None
-        self._relay = LogRelay()
-        self._ready: concurrent.futures.Future[int] = concurrent.futures.Future()
-        self._finished: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{show_host(self.host)}:{self.bound_port or self.port}"
-
-    async def start(self) -> str:
-        """Start listening; the proxy's URL."""
-        if self._thread is not None:
-            raise RuntimeError("ProxyThread.start() called twice")
-        self._relay.install()
-        self._thread = threading.Thread(
-            target=self._main, name=f"pseudowa {self.label}: mitmproxy", daemon=True
-        )
-        self._thread.start()
-        try:
-            self.bound_port = await asyncio.wait_for(
-                asyncio.wrap_future(self._ready), START_TIMEOUT_S
-            )
-        except BaseException:
-            await self.stop()
-            raise
-        for warning in self._relay.records:  # e.g. an expired CA
-            self._echo(f"! {warning}")
-        self._relay.echo = self._echo  # from now on, mitmproxy's warnings are shown as they come
-        return self.url
-
-    async def stop(self) -> None:
-        """Stop listening, close what is open, wait for mitmproxy; safe to call twice."""
-        if self._thread is None:
-            return
-        self._relay.echo = None
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None and not self._finished.done():
-            try:
-                loop.call_soon_threadsafe(stop.set)
-            except RuntimeError:  # its loop closed meanwhile: it has finished
-                pass
-        try:
-            await asyncio.wrap_future(self._finished)
-        finally:
-            self._relay.uninstall()
-
-    def _echo(self, line: str) -> None:
-        if self.on_line is not None:
-            self.on_line(line)
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as e:  # reported through the futures; the thread just ends
-            if not _settle(self._ready, error=e):
-                logger.error("mitmproxy stopped with an error: %s", one_line(e))
-        finally:
-            _settle(self._ready, error=UserError(
-                f"mitmproxy stopped before the {self.label} listener started"))
-            _settle(self._finished, None)
-
-    async def _serve(self) -> None:
-        from mitmproxy import exceptions
-        from mitmproxy.options import Options
-        from mitmproxy.tools.dump import DumpMaster
-
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        opts: Any = Options()
-        master: Master = DumpMaster(opts, with_termlog=False, with_dumper=False)
-        started = _Started(self.spec)
-        try:
-            drop_error_check(master)
-            try:
-                # Setting confdir makes the TLS addon load its CA now (creating it on first
-                # use). Lazy connections: nothing reaches a server before the addons saw
-                # the request (a redirected host is never contacted).
-                opts.update(
-                    confdir=self.confdir or DEFAULT_CONFDIR,
-                    mode=[self.spec],
-                    connection_strategy="lazy",
-                    ssl_insecure=self.ssl_insecure,
-                )
-                if not self.ca_cert_path.is_file():
-                    records = self._relay.records
-                    why = records[-1] if records else "no reason given"
-                    raise UserError(f"mitmproxy could not create its CA certificate "
-                                    f"{self.ca_cert_path}: {why}")
-                master.addons.add(*self.addons, started)
-                opts.update(**self.options)
-            except exceptions.OptionsError as e:
-                raise UserError(one_line(e)) from e
-
-            run = asyncio.get_running_loop().create_task(master.run())
-            stopper = asyncio.get_running_loop().create_task(self._stop_when_asked(master))
-            try:
-                waiter = asyncio.get_running_loop().create_task(started.started.wait())
-                try:
-                    await asyncio.wait([run, waiter], return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waiter.cancel()
-                if started.port is not None and not started.done_called and not run.done():
-                    _settle(self._ready, started.port)
-                await run
-            finally:
-                stopper.cancel()
-                if not run.done():
-                    master.shutdown()
-                    await asyncio.shield(run)
-                await close_listeners(master)
-                await close_connections(master)
-        finally:
-            if not started.done_called:
-                # mitmproxy never ran (bad option, stopped during start-up): addons get `done`.
-                try:
-                    await master.done()
-                except Exception:
-                    logger.exception("mitmproxy shutdown failed")
-        if not self._ready.done():
-            why = bind_failure(started.error) if started.error is not None else (
-                "mitmproxy stopped during start-up")
-            _settle(self._ready, error=UserError(cannot_listen(self.host, self.port, self.label, why)))
-
-    async def _stop_when_asked(self, master: Master) -> None:
-        assert self._stop is not None
-        await self._stop.wait()
-        await close_listeners(master)
-        await close_connections(master)
-        master.shutdown()

@@ -24,8 +24,8 @@ from mitmproxy.test import tutils
 from pseudowa.addons.redirect import REDIRECTED_FROM
 from pseudowa.addons.redirect import Redirect
 from pseudowa.proxy.errors import UserError
-from pseudowa.proxy.mitm.runner import ProxyThread
-from pseudowa.proxy.mitm.runner import ensure_ca
+from pseudowa.proxy.mitm.ca import ensure_ca
+from pseudowa.proxy.mitm.thread import ProxyThread
 
 TARGET = "http://127.0.0.1:8080"
 DOWNLOAD = "/whatsapp_business/attachments/?mid=1037543291543636&ext=1749416983&hash=ARn_x"

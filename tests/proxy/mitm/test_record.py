@@ -431,7 +431,7 @@ async def test_port_taken_between_check_and_bind(
     """mitmproxy's own bind failure (a race with another program) is one UserError too."""
     import pseudowa.proxy.mitm.record as record_module
 
-    monkeypatch.setattr(record_module, "_check_free", lambda *args: None)
+    monkeypatch.setattr(record_module, "check_free", lambda *args: None)
     lines: list[str] = []
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
