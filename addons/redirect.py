@@ -26,26 +26,30 @@ from urllib.parse import urlsplit
 from mitmproxy import ctx
 from mitmproxy import exceptions
 from mitmproxy import http
+from mitmproxy.addonmanager import Loader
+
+from pseudowa.addons.classify import DEFAULT_PORTS
+from pseudowa.addons.classify import parse_target
+from pseudowa.proxy.contract.hosts import META_HOSTS
 
 logger = logging.getLogger(__name__)
 
-META_HOSTS = ("graph.facebook.com", "lookaside.fbsbx.com")
 REDIRECTED_FROM = "pseudowa_redirected_from"  # flow.metadata key: the URL before redirection
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def parse_target(url: str) -> tuple[str, str, int]:
-    """`http[s]://host[:port]` as (scheme, host, port); ValueError when unusable."""
+def redirect_target(url: str) -> tuple[str, str, int]:
+    """`http[s]://host[:port]` as (scheme, host, port); ValueError when unusable.
+
+    Stricter than the recorder's upstreams: the scheme is required, and a path or query
+    would be silently dropped (the redirected request keeps its own), so it is refused.
+    """
     parts = urlsplit(url.strip())
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
         raise ValueError(f"expected http://host:port or https://host:port, not {url!r}")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"invalid port in {url!r}") from None
+    target: tuple[str, str, int] = parse_target(url)  # ValueError for an invalid port
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"takes scheme, host and port only (no path or query): {url!r}")
-    return parts.scheme, parts.hostname, port or _DEFAULT_PORTS[parts.scheme]
+    return target
 
 
 def _normal_host(host: str) -> str:
@@ -60,7 +64,7 @@ class Redirect:
         self.hosts: frozenset[str] = frozenset(META_HOSTS)
         self.redirected = 0
 
-    def load(self, loader):
+    def load(self, loader: Loader) -> None:
         loader.add_option(
             "pseudowa_redirect_target",
             str,
@@ -77,23 +81,21 @@ class Redirect:
             f"Hosts redirected besides {' and '.join(META_HOSTS)} (any port).",
         )
 
-    def configure(self, updated):
+    def configure(self, updated: set[str]) -> None:
         if "pseudowa_redirect_target" in updated:
             target = ctx.options.pseudowa_redirect_target
             if not target:
                 self.target = None
             else:
                 try:
-                    self.target = parse_target(target)
+                    self.target = redirect_target(target)
                 except ValueError as e:
-                    raise exceptions.OptionsError(f"pseudowa_redirect_target: {e}") from e
+                    raise _options_error(f"pseudowa_redirect_target: {e}") from e
         if "pseudowa_redirect_hosts" in updated:
             extra = [_normal_host(h) for h in ctx.options.pseudowa_redirect_hosts]
             bad = next((h for h in extra if not h or "/" in h or " " in h), None)
             if bad is not None:
-                raise exceptions.OptionsError(
-                    f"pseudowa_redirect_hosts: {bad!r} is not a host name"
-                )
+                raise _options_error(f"pseudowa_redirect_hosts: {bad!r} is not a host name")
             self.hosts = frozenset((*META_HOSTS, *extra))
 
     def redirects(self, host: str) -> bool:
@@ -115,3 +117,7 @@ class Redirect:
         flow.metadata[REDIRECTED_FROM] = before
         self.redirected += 1
         logger.debug("redirected %s to %s", before, flow.request.url)
+
+
+def _options_error(message: str) -> exceptions.OptionsError:
+    return exceptions.OptionsError(message)  # type: ignore[no-untyped-call]  # untyped upstream

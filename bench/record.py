@@ -72,7 +72,7 @@ async def _serve_plain(args: argparse.Namespace, ready: asyncio.Future[int],
     from mitmproxy.options import Options
     from mitmproxy.tools.dump import DumpMaster
 
-    from pseudowa.proxy.mitm.record import _drop_error_check
+    from pseudowa.proxy.mitm.runner import drop_error_check as _drop_error_check
 
     port = _free_port()
     opts = Options()
@@ -103,12 +103,12 @@ async def _serve_record(args: argparse.Namespace, ready: asyncio.Future[int],
     """`pseudowa record` as the CLI runs it: record() with its live lines (to a log file)."""
     from urllib.parse import urlsplit
 
-    from pseudowa.addons.recorder import Recorder
+    from pseudowa.addons.writer import BatchWriter
     from pseudowa.proxy.mitm.record import RecordOptions
     from pseudowa.proxy.mitm.record import record
 
     # Instrumentation (information only): how the writer batches, and what it costs.
-    write_batch = getattr(Recorder, "_write_batch", None)
+    write_batch = getattr(BatchWriter, "write_batch", None)
     stats = {"batches": 0, "rows": 0, "cpu": 0.0, "instrumented": write_batch is not None}
 
     def counted(self, batch):  # type: ignore[no-untyped-def]
@@ -121,7 +121,7 @@ async def _serve_record(args: argparse.Namespace, ready: asyncio.Future[int],
             stats["rows"] += len(batch)
 
     if write_batch is not None:  # (an older recorder writes one exchange at a time)
-        Recorder._write_batch = counted  # type: ignore[method-assign]
+        BatchWriter.write_batch = counted  # type: ignore[method-assign]
     options = RecordOptions(
         args.cassette, db=args.db, graph_upstream=args.upstream, graph_port=0, media_port=0,
         regular_proxy=False, confdir=args.confdir, access_token=TOKEN, source="sandbox",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import json
 import logging
@@ -18,13 +17,12 @@ from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 from mitmproxy.test import tutils
 
-from pseudowa.addons import recorder as rec_mod
+from pseudowa.addons.flows import INCOMPLETE
 from pseudowa.addons.recorder import Recorder
-from pseudowa.addons.recorder import Routes
-from pseudowa.addons.recorder import classify
 from pseudowa.proxy.contract import signature
 from pseudowa.proxy.contract import webhooks as w
 from pseudowa.proxy.contract.ids import new_wamid
+from pseudowa.storage.errors import StoreError
 from pseudowa.storage.records import Exchange
 from pseudowa.storage.store import CassetteStore
 
@@ -158,125 +156,6 @@ def stored(db: str, name: str = "c") -> list[Exchange]:
 
 def db_bytes(tmp_path: Path) -> bytes:
     return b"".join(p.read_bytes() for p in tmp_path.glob("r.db*"))
-
-
-# -- classification (pure) ----------------------------------------------------------------
-
-
-ROUTES = Routes.parse(BOT, ["https://graph.facebook.com", "http://127.0.0.1:8080"],
-                      ["lookaside.fbsbx.com"])
-
-
-@pytest.mark.parametrize(
-    "method, url, host, port, mode_data, expected",
-    [
-        ("POST", "http://127.0.0.1:8000/webhook", "127.0.0.1", 8000, "http://127.0.0.1:8000", "webhook"),
-        ("GET", "http://127.0.0.1:8000/webhook?hub.mode=subscribe", "127.0.0.1", 8000, "", "webhook"),
-        ("POST", "https://graph.facebook.com/v23.0/1/messages", "graph.facebook.com", 443, "", "graph"),
-        ("GET", "https://graph.facebook.com/v23.0/1", "graph.facebook.com", 443,
-         "https://graph.facebook.com", "graph"),
-        ("POST", "http://127.0.0.1:8080/v23.0/1/messages", "127.0.0.1", 8080, "", "graph"),
-        ("GET", MEDIA_URL, "lookaside.fbsbx.com", 443, "", "media"),
-        ("GET", MEDIA_URL, "lookaside.fbsbx.com", 443, "https://lookaside.fbsbx.com", "media"),
-        # The sandbox serves downloads on the Graph host: the path tells.
-        ("GET", "http://127.0.0.1:8080/whatsapp_business/attachments/?mid=1&ext=2&hash=3",
-         "127.0.0.1", 8080, "", "media"),
-        ("GET", "https://example.com/", "example.com", 443, "", None),
-        ("GET", "https://graph.facebook.com:8443/v23.0/1", "graph.facebook.com", 8443, "", None),
-        ("POST", "http://127.0.0.1:8001/webhook", "127.0.0.1", 8001, "", None),
-        ("CONNECT", "graph.facebook.com:443", "graph.facebook.com", 443, "", None),
-    ],
-)
-def test_classify(method, url, host, port, mode_data, expected):
-    assert classify(method, url, host, port, mode_data, ROUTES) == expected
-
-
-def test_classify_knows_download_urls_handed_out_by_lookups():
-    url = "http://127.0.0.1:8080/media/download/1234"
-    assert classify("GET", url, "127.0.0.1", 8080, "", ROUTES) == "graph"
-    assert classify("GET", url, "127.0.0.1", 8080, "", ROUTES, {url: "1234"}) == "media"
-    cdn = "https://cdn.example.net/x?mid=99"
-    assert classify("GET", cdn, "cdn.example.net", 443, "", ROUTES, {"99"}) == "media"
-
-
-def test_classify_without_a_webhook_upstream_records_no_webhooks():
-    routes = Routes.parse("", ["https://graph.facebook.com"], [])
-    assert classify("POST", BOT, "127.0.0.1", 8000, "http://127.0.0.1:8000", routes) is None
-
-
-# Everything on one host, as with fakes: only the listener a flow came through tells.
-LOCAL = Routes.parse(BOT, ["http://127.0.0.1:8080"], ["lookaside.fbsbx.com"], ["http://127.0.0.1:8081"])
-GRAPH_DATA, MEDIA_DATA, HOOK_DATA = "http://127.0.0.1:8080", "http://127.0.0.1:8081", "http://127.0.0.1:8000"
-
-
-@pytest.mark.parametrize(
-    "method, url, port, mode_data, expected",
-    [
-        # Through the media listener: a download, whatever its path.
-        ("GET", "http://127.0.0.1:8081/blob/1234?sig=abc", 8081, MEDIA_DATA, "media"),
-        ("GET", "http://127.0.0.1:8081/v23.0/1234", 8081, MEDIA_DATA, "media"),
-        # Through the Graph listener: Graph calls...
-        ("POST", "http://127.0.0.1:8080/v23.0/1/messages", 8080, GRAPH_DATA, "graph"),
-        ("GET", "http://127.0.0.1:8080/media/download/77", 8080, GRAPH_DATA, "graph"),
-        # ...except downloads, which are media wherever they arrive.
-        ("GET", "http://127.0.0.1:8080/whatsapp_business/attachments/?mid=5", 8080, GRAPH_DATA, "media"),
-        ("GET", "http://127.0.0.1:8080/media/download/1234", 8080, GRAPH_DATA, "media"),
-        ("GET", "http://127.0.0.1:8000/whatsapp_business/attachments/?mid=5", 8000, HOOK_DATA, "media"),
-        # Through the webhook listener: webhooks.
-        ("POST", "http://127.0.0.1:8000/webhook", 8000, HOOK_DATA, "webhook"),
-        # The regular proxy listener goes by destination: host:port of the upstreams.
-        ("GET", "http://127.0.0.1:8081/blob/9", 8081, "", "media"),
-        ("POST", "http://127.0.0.1:8080/v23.0/1/messages", 8080, "", "graph"),
-        ("POST", "http://127.0.0.1:8000/webhook", 8000, "", "webhook"),
-        ("GET", MEDIA_URL, 443, "", "media"),  # media hosts: any path, any port
-        ("GET", "http://127.0.0.1:8082/blob/9", 8082, "", None),
-        # A reverse listener to an unknown target: by destination, as before.
-        ("GET", "https://lookaside.fbsbx.com/x", 443, "https://lookaside.fbsbx.com", "media"),
-    ],
-)
-def test_classify_by_listener(method, url, port, mode_data, expected):
-    host = url.split("/")[2].split(":")[0]
-    known = {"http://127.0.0.1:8080/media/download/1234": "1234"}
-    assert classify(method, url, host, port, mode_data, LOCAL, known) == expected
-
-
-def test_classify_by_listener_beats_media_hosts():
-    # 127.0.0.1 named as a media host: still only the regular listener goes by it.
-    routes = Routes.parse(BOT, ["http://127.0.0.1:8080"], ["127.0.0.1"], ["http://127.0.0.1:8081"])
-    url = "http://127.0.0.1:8080/v23.0/1/messages"
-    assert classify("POST", url, "127.0.0.1", 8080, GRAPH_DATA, routes) == "graph"
-    assert classify("POST", BOT, "127.0.0.1", 8000, HOOK_DATA, routes) == "webhook"
-    assert classify("POST", url, "127.0.0.1", 8080, "", routes) == "media"
-
-
-def test_classify_upstream_shared_by_graph_and_media():
-    # One fake serving both: its listeners carry Graph calls; downloads go by URL.
-    routes = Routes.parse(BOT, ["http://127.0.0.1:8080"], [], ["http://127.0.0.1:8080"])
-    assert classify("GET", "http://127.0.0.1:8080/v23.0/1234", "127.0.0.1", 8080,
-                    GRAPH_DATA, routes) == "graph"
-    dl = "http://127.0.0.1:8080/media/download/1234"
-    assert classify("GET", dl, "127.0.0.1", 8080, GRAPH_DATA, routes, {dl: "1234"}) == "media"
-
-
-@pytest.mark.parametrize(
-    "value, expected",
-    [
-        ("ab" * 32, "ab" * 32),
-        ("AB" * 32, "ab" * 32),
-        (w.sha256_b64(b"x"), hashlib.sha256(b"x").hexdigest()),
-        ("not a hash", None),
-        (None, None),
-        ("aGk=", None),
-    ],
-)
-def test_sha256_hex(value, expected):
-    assert rec_mod.sha256_hex(value) == expected
-
-
-def test_rebase_url():
-    assert rec_mod.rebase_url(MEDIA_URL, "http://127.0.0.1:8082") == MEDIA_URL.replace(
-        "https://lookaside.fbsbx.com", "http://127.0.0.1:8082"
-    )
 
 
 # -- options ----------------------------------------------------------------------------
@@ -794,7 +673,7 @@ async def test_incomplete_flows_are_flushed_on_done(db):
         recorder.request(f)
         await recorder.done()
     (x,) = stored(db)
-    assert x.error == rec_mod.INCOMPLETE
+    assert x.error == INCOMPLETE
     assert recorder.store is None
 
 
@@ -911,7 +790,7 @@ async def test_a_failed_batch_kills_its_flows_and_all_queued_after(db, monkeypat
 
     def broken(store, name, items, **kw):
         calls.append(len(list(items)))
-        raise rec_mod.StoreError("disk full")
+        raise StoreError("disk full")
 
     monkeypatch.setattr(CassetteStore, "append_many", broken)
     recorder = Recorder()
@@ -985,28 +864,7 @@ async def test_unfinished_counts_flows_until_written(db):
         flows[2].response = None
         await recorder.done()  # the last one is flushed as incomplete
         assert recorder.unfinished == 0
-    assert [x.error for x in stored(db)] == [None, None, rec_mod.INCOMPLETE]
-
-
-async def test_batched_append_stores_what_a_single_append_stores(db):
-    """The store's executemany path and its one-row path give back the same exchange."""
-    x = Exchange(kind="graph", method="POST", url="https://graph.facebook.com/v23.0/1/messages",
-                 request_headers=[("Content-Type", "application/json"), ("X-Dup", "a"), ("X-Dup", "b")],
-                 request_body=send_body(), response_status=400,
-                 response_headers=[("Content-Type", "application/json")], response_body=b'{"error":1}',
-                 error="boom", started_at=1749416383.25, finished_at=1749416383.5,
-                 annotations={"media_id": MEDIA_ID})
-    with CassetteStore.open(db) as store:
-        store.create_cassette("fast")
-        store.create_cassette("slow")
-        store.append("slow", x)
-        assert store.append_many("fast", [x, x]) == [0, 1]
-        assert store.append_many("fast", [x]) == [2]
-        with pytest.raises(rec_mod.StoreError, match="no cassette named 'gone'"):
-            store.append_many("gone", [x])
-        fast, slow = list(store.interactions("fast")), list(store.interactions("slow"))
-    assert [e.seq for e in fast] == [0, 1, 2]
-    assert fast[0] == slow[0] == dataclasses.replace(x, seq=0)
+    assert [x.error for x in stored(db)] == [None, None, INCOMPLETE]
 
 
 async def test_on_recorded_errors_do_not_stop_recording(db, caplog):
