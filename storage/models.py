@@ -6,7 +6,8 @@ dataclasses in `storage.records`.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
+from datetime import timezone
 from typing import Any
 
 from sqlalchemy import JSON

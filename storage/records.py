@@ -7,7 +7,8 @@ them back, so sessions stay inside `CassetteStore`.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from datetime import datetime
 from typing import Protocol
 
@@ -96,9 +97,16 @@ class Event(EventData):
     def indexed(cls, e: EventLike, interaction_seq: int) -> Event:
         """The event as the store lists it once `e` is indexed at `interaction_seq`."""
         return cls(
-            wamid=e.wamid, category=e.category, type=e.type, sender=e.sender,
-            recipient=e.recipient, media_id=e.media_id, media_sha256=e.media_sha256,
-            timestamp=e.timestamp, position=e.position, interaction_seq=interaction_seq,
+            wamid=e.wamid,
+            category=e.category,
+            type=e.type,
+            sender=e.sender,
+            recipient=e.recipient,
+            media_id=e.media_id,
+            media_sha256=e.media_sha256,
+            timestamp=e.timestamp,
+            position=e.position,
+            interaction_seq=interaction_seq,
         )
 
 

@@ -1,55 +1,27 @@
 """`pseudowa cassette export` and `pseudowa cassette import`: cassettes as reviewable files.
 
-The format lives in `pseudowa.storage.export`; this module adds the WhatsApp part the
-storage layer cannot know (indexing webhook bodies into events on import, the same
-indexing the recorder does) and the click commands. `pseudowa replay DIR` uses
-`temporary_import` to replay an exported directory without touching the user's store.
+The format, the export and the import live in `pseudowa.storage.export`; this module
+adds the WhatsApp part the storage layer cannot know (indexing webhook bodies into
+events on import, the same indexing the recorder does) and the click commands.
 
-This module must not import `pseudowa.proxy.cli.main` at load time: cli.py imports it to
-register the commands (and runs as `python -m pseudowa.proxy.cli.main`).
+This module must not import `pseudowa.proxy.cli.main` at load time: main.py imports it
+to register the commands (and runs as `python -m pseudowa.proxy.cli.main`).
 """
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from pseudowa.proxy.cli.options import db_option
-from pseudowa.proxy.cli.options import open_store
+from pseudowa.proxy.cassette.tape import index_exchange
+from pseudowa.proxy.errors import UserError
 from pseudowa.storage.errors import CassetteExists
-from pseudowa.storage.export import CASSETTE_FILE
 from pseudowa.storage.export import export_cassette
 from pseudowa.storage.export import import_cassette
-from pseudowa.storage.records import EventData
-from pseudowa.storage.records import Exchange
-from pseudowa.storage.records import Kind
-from pseudowa.storage.store import CassetteStore
 
-from pseudowa.proxy.cassette.mutations import index_exchange
-from pseudowa.proxy.errors import UserError
-
-
-
-def is_export_dir(path: str) -> bool:
-    """True when `path` names a directory holding an exported cassette."""
-    return (Path(path) / CASSETTE_FILE).is_file()
-
-
-@contextmanager
-def temporary_import(directory: Path) -> Iterator[tuple[CassetteStore, str]]:
-    """The exported cassette in `directory`, imported into a throwaway SQLite store.
-
-    Yields the store and the cassette's name; the store (and anything written to it,
-    such as a journal) is deleted on exit.
-    """
-    with tempfile.TemporaryDirectory(prefix="pseudowa-replay-") as tmp:
-        with CassetteStore.open(f"sqlite:///{Path(tmp) / 'replay.db'}") as store:
-            info = import_cassette(store, directory, index_events=index_exchange)
-            yield store, info.name
+from .options import db_option
+from .options import open_store
 
 
 def _size(directory: Path) -> int:
@@ -58,9 +30,15 @@ def _size(directory: Path) -> int:
 
 @click.command("export")
 @click.argument("name")
-@click.option("-o", "--output", "directory", required=True, metavar="DIR",
-              type=click.Path(path_type=Path),
-              help="Directory to write (new, empty, or an earlier export, which is replaced).")
+@click.option(
+    "-o",
+    "--output",
+    "directory",
+    required=True,
+    metavar="DIR",
+    type=click.Path(path_type=Path),
+    help="Directory to write (new, empty, or an earlier export, which is replaced).",
+)
 @db_option
 def export_cmd(name: str, directory: Path, db: str | None) -> None:
     """Export cassette NAME to DIR: cassette.json (reviewable JSON) and media/ files.
@@ -71,8 +49,10 @@ def export_cmd(name: str, directory: Path, db: str | None) -> None:
     with open_store(db) as store:
         export_cassette(store, name, directory)
         info = store.get_cassette(name)
-    click.echo(f"exported {name} to {directory}: {info.interaction_count} exchanges, "
-               f"{info.media_count} media, {_size(directory)} bytes")
+    click.echo(
+        f"exported {name} to {directory}: {info.interaction_count} exchanges, "
+        f"{info.media_count} media, {_size(directory)} bytes"
+    )
 
 
 @click.command("import")
@@ -88,10 +68,14 @@ def import_cmd(directory: Path, name: str | None, replace: bool, db: str | None)
     """
     with open_store(db) as store:
         try:
-            info = import_cassette(store, directory, name, replace=replace,
-                                   index_events=index_exchange)
+            info = import_cassette(
+                store, directory, name, replace=replace, index_events=index_exchange
+            )
         except CassetteExists as e:
-            raise UserError(f"{e}; use --replace to overwrite it or --name to choose "
-                            "another name") from e
-    click.echo(f"imported {directory} as {info.name}: {info.interaction_count} exchanges, "
-               f"{info.event_count} events, {info.media_count} media")
+            raise UserError(
+                f"{e}; use --replace to overwrite it or --name to choose another name"
+            ) from e
+    click.echo(
+        f"imported {directory} as {info.name}: {info.interaction_count} exchanges, "
+        f"{info.event_count} events, {info.media_count} media"
+    )
