@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl
 from urllib.parse import urlsplit
 
@@ -28,6 +29,7 @@ from pseudowa.addons.writer import Pending
 from pseudowa.proxy.contract import matching
 from pseudowa.proxy.contract import signature
 from pseudowa.proxy.contract import webhooks
+from pseudowa.proxy.contract.ids import sha256_hex
 from pseudowa.storage.records import Exchange
 from pseudowa.storage.records import Headers
 from pseudowa.storage.records import Kind
@@ -193,6 +195,25 @@ def scrub_flow(
         annotations=annotations,
     )
     return pending
+
+
+def media_lookup_answer(body: bytes, request_url: str) -> tuple[dict[str, Any], MediaMeta] | None:
+    """A media look-up's answer (JSON naming a download `url`) and what it says of the media.
+
+    The media id is the answer's `id`, else the last segment of the look-up's path.
+    None for any other answer.
+    """
+    parsed = matching.parse_json(body)
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("url"), str):
+        return None
+    media_id = parsed.get("id")
+    if not isinstance(media_id, str) or not media_id:
+        media_id = matching.normalize_path(request_url).rstrip("/").rsplit("/", 1)[-1]
+    mime = parsed.get("mime_type")
+    meta = MediaMeta(
+        media_id, sha256_hex(parsed.get("sha256")), mime if isinstance(mime, str) else None
+    )
+    return parsed, meta
 
 
 def _set_download(

@@ -38,6 +38,7 @@ from pseudowa.addons.flows import Scrubber
 from pseudowa.addons.flows import decoded_body
 from pseudowa.addons.flows import flow_url
 from pseudowa.addons.flows import header_pairs
+from pseudowa.addons.flows import media_lookup_answer
 from pseudowa.addons.flows import mid_of
 from pseudowa.addons.flows import rebase_url
 from pseudowa.addons.flows import scrub_flow
@@ -45,11 +46,11 @@ from pseudowa.addons.writer import RECORD_SOURCES
 from pseudowa.addons.writer import BatchWriter
 from pseudowa.addons.writer import Pending
 from pseudowa.addons.writer import RecordMode
-from pseudowa.proxy.contract import matching
+from pseudowa.addons.writer import discard_if_empty
+from pseudowa.addons.writer import prepare_cassette
 from pseudowa.proxy.contract.hosts import GRAPH_URL
 from pseudowa.proxy.contract.hosts import MEDIA_HOST
 from pseudowa.proxy.contract.hosts import MEDIA_URL
-from pseudowa.proxy.contract.ids import sha256_hex
 from pseudowa.storage.errors import CassetteExists
 from pseudowa.storage.errors import StoreError
 from pseudowa.storage.records import Exchange
@@ -283,26 +284,17 @@ class Recorder:
         """Create (or clear, or reuse) the cassette; True when created in mode new."""
         opts = ctx.options
         mode, source = RecordMode(opts.pseudowa_mode), Source(opts.pseudowa_source)
-        created_new = False
         try:
-            if mode == RecordMode.OVERWRITE and store.exists(name):
-                store.delete_cassette(name)
-            if mode == RecordMode.APPEND and store.exists(name):
-                if self.pseudonymizer is not None:
-                    # Fakes issued by earlier sessions stay taken.
-                    used = store.events(name)
-                    self.pseudonymizer.reserve(
-                        n for e in used for n in (e.sender, e.recipient) if n
-                    )
-            else:
-                store.create_cassette(name, source=source)
-                created_new = mode == RecordMode.NEW
-            store.add_history(name, "record", self._history_arguments())
+            created: bool = prepare_cassette(store, name, mode, source, self._history_arguments())
+            if not created and self.pseudonymizer is not None:
+                # Fakes issued by earlier sessions stay taken.
+                used = store.events(name)
+                self.pseudonymizer.reserve(n for e in used for n in (e.sender, e.recipient) if n)
         except CassetteExists as e:
             raise _options_error(f"cassette {name} exists; use --mode append or overwrite") from e
         except StoreError as e:
             raise _options_error(str(e)) from e
-        return created_new
+        return created and mode == RecordMode.NEW
 
     def _history_arguments(self) -> dict[str, Any]:
         """The recording's settings, minus anything secret."""
@@ -329,23 +321,11 @@ class Recorder:
         if self._writer is not None:
             self._writer.detach()  # anything still queued fails: the store is going
         if self.store is not None:
-            if self._created_new and not self._served and self.cassette is not None:
-                self._discard_if_empty(self.store, self.cassette)
+            if self._created_new and not self._served and not self.counts and self.cassette:
+                discard_if_empty(self.store, self.cassette)
             self.store.close()
         self.store, self.cassette, self._opened, self._writer = None, None, None, None
         self._created_new = False
-
-    def _discard_if_empty(self, store: CassetteStore, name: str) -> None:
-        """Delete the cassette this session created if it still holds nothing."""
-        if self.counts:
-            return
-        try:
-            info = store.get_cassette(name)
-            if info.interaction_count == 0 and info.media_count == 0:
-                store.delete_cassette(name)
-                logger.info("cassette %s deleted: mitmproxy did not start, nothing recorded", name)
-        except StoreError as e:
-            logger.warning("could not delete the empty cassette %s: %s", name, e)
 
     @property
     def recording(self) -> bool:
@@ -458,16 +438,12 @@ class Recorder:
         if response.status_code != 200:
             return None
         body, _ = decoded_body(response, header_pairs(response))
-        parsed = matching.parse_json(body)
-        if not isinstance(parsed, dict) or not isinstance(parsed.get("url"), str):
+        answer = media_lookup_answer(body, flow.request.url)
+        if answer is None:
             return None
+        parsed, meta = answer
         url: str = parsed["url"]
-        media_id = parsed.get("id")
-        if not isinstance(media_id, str) or not media_id:
-            media_id = matching.normalize_path(flow.request.url).rstrip("/").rsplit("/", 1)[-1]
-        meta = MediaMeta(media_id, sha256_hex(parsed.get("sha256")))
-        if isinstance(parsed.get("mime_type"), str):
-            meta.mime_type = parsed["mime_type"]
+        media_id = meta.media_id
         self.media_meta[media_id] = meta
         keys = {url, redact.scrub_url(url)}
         mid = mid_of(url)

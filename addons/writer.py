@@ -21,7 +21,9 @@ import dataclasses
 import enum
 import logging
 from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pseudowa.proxy.contract.ids import sha256_hex
 from pseudowa.storage.errors import StoreError
@@ -330,6 +332,41 @@ class BatchWriter:
         self._phone_number_ids = ids
         if version is not None:
             self._graph_version = version
+
+
+# -- the cassette --------------------------------------------------------------------------
+
+
+def prepare_cassette(
+    store: CassetteStore,
+    name: str,
+    mode: RecordMode,
+    source: Source,
+    arguments: Mapping[str, Any],
+) -> bool:
+    """Make cassette `name` ready to record into in `mode`; True when this created it.
+
+    The session is noted in the cassette's history with `arguments` (nothing secret).
+    Raises `CassetteExists` in mode new when it exists, `StoreError` when the store fails.
+    """
+    if mode == RecordMode.OVERWRITE and store.exists(name):
+        store.delete_cassette(name)
+    created = not (mode == RecordMode.APPEND and store.exists(name))
+    if created:
+        store.create_cassette(name, source=source)
+    store.add_history(name, "record", dict(arguments))
+    return created
+
+
+def discard_if_empty(store: CassetteStore, name: str) -> None:
+    """Delete cassette `name` if it holds nothing (its session never got to record)."""
+    try:
+        info = store.get_cassette(name)
+        if info.interaction_count == 0 and info.media_count == 0:
+            store.delete_cassette(name)
+            logger.info("cassette %s deleted: mitmproxy did not start, nothing recorded", name)
+    except StoreError as e:
+        logger.warning("could not delete the empty cassette %s: %s", name, e)
 
 
 def _settle(
