@@ -48,3 +48,17 @@ def test_walkthrough_runs(tmp_path: Path) -> None:
     assert "check: DIFFERENT" in run.stdout  # the swapped image was caught
     assert "duplicate" in run.stdout
     assert (tmp_path / "exported" / "my-session-dup" / "cassette.json").is_file()
+
+
+def test_python_api_example_runs() -> None:
+    text = README.read_text()
+    start = text.index("## From Python: `Sandbox`")
+    [code] = re.findall(
+        r"```python\n(.*?)```", text[start : text.index("\n## ", start + 1)], flags=re.S
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "bot replied: echo: hi" in run.stdout
+    assert "replay check: OK" in run.stdout

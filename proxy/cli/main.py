@@ -16,12 +16,13 @@ import click
 
 from pseudowa.proxy.mitm import record as record_defaults
 from pseudowa.proxy.cli.options import db_option
+from pseudowa.proxy.contract import hosts
 from pseudowa.proxy.cli.options import open_store
 from pseudowa.proxy.errors import UserError
-from pseudowa.proxy.errors import VerifyFailed
 from pseudowa.proxy.cli.cassette import export_cmd
 from pseudowa.proxy.cli.cassette import import_cmd
 from pseudowa.proxy.cli.mutate import mutate_group
+from pseudowa.proxy.cli.replay import replay_cmd
 from pseudowa.storage import migrate
 from pseudowa.storage.errors import StoreError
 from pseudowa.storage.records import CassetteInfo
@@ -198,8 +199,8 @@ def cassette_show(name: str, db: str | None, as_json: bool) -> None:
             f"{who}{media_note}".rstrip()
         )
     click.echo(f"media ({len(media)})")
-    for x in media:
-        click.echo(f"  {x.media_id}  {x.mime_type}  {x.size} B  sha256 {x.sha256}")
+    for link in media:
+        click.echo(f"  {link.media_id}  {link.mime_type}  {link.size} B  sha256 {link.sha256}")
     if history:
         click.echo(f"history ({len(history)})")
         for h in history:
@@ -246,139 +247,6 @@ Stop with Ctrl-C or SIGTERM: the cassette is flushed and a summary printed.
 """
 
 
-# -- replay --------------------------------------------------------------------------
-
-
-def _csv_ints(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError as e:
-        raise click.BadParameter(f"expected comma-separated error codes, got {value!r}") from e
-
-
-def _csv_statuses(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
-    chosen = tuple(v.strip() for v in value.split(",") if v.strip())
-    bad = [v for v in chosen if v not in ("sent", "delivered", "read")]
-    if bad:
-        raise click.BadParameter(f"unknown status {bad[0]!r}: choose among sent, delivered, read")
-    return chosen
-
-
-REPLAY_EPILOG = """\b
-A bot that cannot change its Graph base URL (https://graph.facebook.com):
-add --proxy-port 8093 and run the bot with
-  HTTPS_PROXY=http://127.0.0.1:8093
-  SSL_CERT_FILE=~/.mitmproxy/mitmproxy-ca-cert.pem   (Python's ssl, aiohttp)
-  REQUESTS_CA_BUNDLE=<the same file>                 (Python requests)
-  NODE_EXTRA_CA_CERTS=<the same file>                (Node)
-Requests for graph.facebook.com and lookaside.fbsbx.com (and --redirect-host)
-then reach the fake Graph API; media URLs are handed out as
-https://lookaside.fbsbx.com/... so downloads take the proxy too. Other hosts
-pass through. The CA is mitmproxy's, in --confdir: bots read it when they start,
-so create it first with `pseudowa ca [--confdir DIR]` (it prints the path). The
-exact lines to use are printed on stderr at start. aiohttp honours HTTPS_PROXY
-only with ClientSession(trust_env=True).
-"""
-
-
-@cli.command("replay", epilog=REPLAY_EPILOG)
-@click.argument("name")
-@click.option("--bot", "bot_url", required=True, metavar="URL",
-              help="The bot's webhook URL, e.g. http://127.0.0.1:8000/webhook.")
-@db_option
-@click.option("--check", "check_", is_flag=True,
-              help="Exit 1 when the bot's sends differ from the recording or dedupe fails.")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
-@click.option("--graph-host", default="127.0.0.1", show_default=True, help="Fake Graph API address.")
-@click.option("--graph-port", default=8080, show_default=True, type=click.IntRange(0, 65535),
-              help="Fake Graph API port (point the bot's Graph base URL here).")
-@click.option("--access-token", default="pseudowa-access-token", show_default=True,
-              envvar="PSEUDOWA_ACCESS_TOKEN", help="Bearer token the bot must send.")
-@click.option("--app-secret", default="pseudowa-app-secret", show_default=True,
-              envvar="PSEUDOWA_APP_SECRET", help="Key of X-Hub-Signature-256.")
-@click.option("--verify-token", default="pseudowa-verify-token", show_default=True,
-              envvar="PSEUDOWA_VERIFY_TOKEN", help="hub.verify_token of the handshake.")
-@click.option("--skip-verify", is_flag=True, help="Do not perform the verify handshake first.")
-@click.option("--no-sign", is_flag=True, help="Send webhooks without X-Hub-Signature-256.")
-@click.option("--bad-signature", is_flag=True, help="Send webhooks with a wrong signature.")
-@click.option("--speed", default=1.0, show_default=True, type=click.FloatRange(min=0),
-              help="Scale recorded timing (2 = twice as fast, 0 = no waiting).")
-@click.option("--duplicate", default=0.0, type=click.FloatRange(0, 1), metavar="P",
-              help="Probability each webhook is delivered twice (identical copies).")
-@click.option("--reorder", default=0, type=click.IntRange(min=0), metavar="N",
-              help="Shuffle deliveries within windows of N.")
-@click.option("--batch", default=1, type=click.IntRange(1, 1000), metavar="N",
-              help="Merge up to N webhooks into one POST.")
-@click.option("--concurrency", default=1, type=click.IntRange(min=1), metavar="N",
-              help="Webhooks in flight at once (1 keeps the recorded order).")
-@click.option("--retry-time-scale", default=1.0, type=click.FloatRange(min=0, min_open=True),
-              metavar="F", help="Compress Meta's 7-day retry schedule (0.0001: about a minute).")
-@click.option("--timeout", "timeout_s", default=10.0, type=click.FloatRange(min=0, min_open=True),
-              metavar="S", help="A bot slower than this fails the attempt.")
-@click.option("--statuses", default="sent,delivered,read", show_default=True,
-              callback=_csv_statuses, help="Status webhooks to emit for the bot's sends.")
-@click.option("--fail-status-rate", default=0.0, type=click.FloatRange(0, 1), metavar="P",
-              help="Fraction of the bot's sends reported as failed.")
-@click.option("--fail-status-code", default=131026, show_default=True, type=int,
-              help="Error code of failed statuses (131047: outside the 24 h window).")
-@click.option("--strict", is_flag=True, help="A send with no recorded answer is an error.")
-@click.option("--fail-rate", default=0.0, type=click.FloatRange(0, 1), metavar="P",
-              help="Fraction of sends answered with an injected Graph error.")
-@click.option("--fail-codes", default="131000", show_default=True, callback=_csv_ints,
-              help="Injected error codes, e.g. 131000,130429,190.")
-@click.option("--latency", "latency_ms", default=0.0, type=click.FloatRange(min=0), metavar="MS",
-              help="Delay every Graph answer.")
-@click.option("--jitter", "jitter_ms", default=0.0, type=click.FloatRange(min=0), metavar="MS",
-              help="Random extra delay, up to this much.")
-@click.option("--media-ttl", default=300.0, show_default=True, type=click.FloatRange(min=0),
-              metavar="S", help="Lifetime of media URLs (0: expired at once).")
-@click.option("--quiet", "quiet_s", default=1.0, show_default=True,
-              type=click.FloatRange(min=0), metavar="S",
-              help="The bot is done when nothing happened for this long.")
-@click.option("--seed", default=None, type=int, help="Seed for duplicates, reordering and faults.")
-@click.option("--ignore", multiple=True, metavar="FIELD",
-              help="Also ignore this send field in the check (dotted path, * wildcards).")
-@click.option("--journal", "journal_name", default=None, metavar="NAME",
-              help="Name of the run's journal cassette (default NAME.run-<time>).")
-@click.option("--no-journal", is_flag=True, help="Do not keep the run's journal in the store.")
-@click.option("--proxy-port", default=None, type=click.IntRange(0, 65535), metavar="PORT",
-              help="Also run an HTTP(S) proxy here (on --graph-host) that sends Meta's hosts to "
-                   "the fake Graph API, for a bot using HTTPS_PROXY (0 picks a free port).")
-@click.option("--confdir", metavar="DIR", default=None,
-              help="With --proxy-port: mitmproxy's configuration directory, where its CA lives "
-                   "[default: ~/.mitmproxy].")
-@click.option("--redirect-host", "redirect_hosts", multiple=True, metavar="HOST",
-              help="With --proxy-port: also send this host to the fake Graph API (repeatable).")
-def replay_cmd(name: str, bot_url: str, db: str | None, check_: bool, as_json: bool,
-               **kw: Any) -> None:
-    """Replay cassette NAME against the bot at --bot, then compare its sends with the recording.
-
-    NAME may also be an exported cassette directory (holding cassette.json): it is imported
-    into a throwaway store and replayed from there, without a journal (--db is not used).
-    """
-    from pseudowa.proxy.cli.cassette import is_export_dir
-    from pseudowa.proxy.cli.cassette import temporary_import
-
-    progress = not as_json and sys.stderr.isatty()
-    if is_export_dir(name) or "/" in name:  # cassette names never hold a "/"
-        if kw["journal_name"]:
-            raise UserError("--journal needs a cassette in the store: import the directory "
-                            "first with `pseudowa cassette import`, then replay it by name")
-        kw["no_journal"] = True  # the throwaway store is deleted after the run
-        with temporary_import(Path(name)) as (store, imported):
-            report = _run_replay(store, imported, bot_url, kw, progress=progress)
-    else:
-        with open_store(db) as store:
-            report = _run_replay(store, name, bot_url, kw, progress=progress)
-    if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
-    else:
-        for line in report.render():
-            click.echo(line)
-    if check_ and not report.ok:
-        sys.exit(1)
-
-
 @cli.command("record", epilog=RECORD_EPILOG)
 @click.argument("name")
 @db_option
@@ -390,12 +258,12 @@ def replay_cmd(name: str, bot_url: str, db: str | None, check_: bool, as_json: b
 @click.option("--webhook-port", default=record_defaults.DEFAULT_WEBHOOK_PORT, show_default=True,
               type=click.IntRange(0, 65535),
               help="Webhook listener (reverse proxy to --bot-webhook); 0 picks a free port.")
-@click.option("--graph-upstream", metavar="URL", default=record_defaults.GRAPH_URL,
+@click.option("--graph-upstream", metavar="URL", default=hosts.GRAPH_URL,
               show_default=True, help="Where Graph API calls go.")
 @click.option("--graph-port", default=record_defaults.DEFAULT_GRAPH_PORT, show_default=True,
               type=click.IntRange(0, 65535),
               help="Graph listener (reverse proxy to --graph-upstream); the bot's Graph base URL.")
-@click.option("--media-upstream", metavar="URL", default=record_defaults.MEDIA_URL,
+@click.option("--media-upstream", metavar="URL", default=hosts.MEDIA_URL,
               show_default=True, help="Where media downloads go.")
 @click.option("--media-port", default=record_defaults.DEFAULT_MEDIA_PORT, show_default=True,
               type=click.IntRange(0, 65535),
@@ -467,7 +335,7 @@ def ca_cmd(confdir: str | None) -> None:
     trust it, and read it when they start, so make it before starting the bot, e.g.
     `export SSL_CERT_FILE=$(pseudowa ca)`.
     """
-    from pseudowa.proxy.mitm.runner import ensure_ca
+    from pseudowa.proxy.mitm.ca import ensure_ca
 
     click.echo(str(ensure_ca(confdir)))
 
@@ -483,87 +351,41 @@ def demo_cmd(sample: Path) -> None:
         sys.exit(1)
 
 
-def _run_replay(
-    store: CassetteStore, name: str, bot_url: str, kw: dict[str, Any], progress: bool
-) -> Any:
-    # Imported here so `pseudowa cassette ls` does not pay for aiohttp.
-    import asyncio
+@cli.command("example-bot")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port of the bot's webhook (http://HOST:PORT/webhook).")
+@click.option("--graph-url", envvar="WA_GRAPH_URL", default="https://graph.facebook.com",
+              show_default=True, show_envvar=True, help="The Graph API base URL the bot calls.")
+@click.option("--access-token", envvar="WA_TOKEN", required=True, show_envvar=True,
+              help="The bot's access token.")
+@click.option("--app-secret", envvar="WA_APP_SECRET", required=True, show_envvar=True,
+              help="Checks X-Hub-Signature-256 of incoming webhooks.")
+@click.option("--verify-token", envvar="WA_VERIFY_TOKEN", required=True, show_envvar=True,
+              help="Expected hub.verify_token of the handshake.")
+@click.option("--phone-number-id", envvar="WA_PHONE_NUMBER_ID", default="106540352242922",
+              show_default=True, show_envvar=True, help="The number the bot sends from.")
+def example_bot_cmd(host: str, port: int, graph_url: str, access_token: str, app_secret: str,
+                    verify_token: str, phone_number_id: str) -> None:
+    """Run the bundled example bot (echoes text, fetches media, answers buttons) until Ctrl-C.
 
-    from pseudowa.proxy.contract.matching import DEFAULT_VOLATILE
-    from pseudowa.proxy.sandbox.emitter import Attempt
-    from pseudowa.proxy.sandbox.emitter import EmitterConfig
-    from pseudowa.proxy.sandbox.emitter import Outcome
-    from pseudowa.proxy.sandbox.emitter import RetryPolicy
-    from pseudowa.proxy.sandbox.graph import GraphConfig
-    from pseudowa.proxy.sandbox.replay import Replay
-    from pseudowa.proxy.sandbox.replay import ReplayOptions
+    Against a sandbox: pseudowa example-bot --graph-url http://127.0.0.1:8080 with the
+    sandbox's three secrets, e.g. WA_TOKEN=pseudowa-access-token
+    WA_APP_SECRET=pseudowa-app-secret WA_VERIFY_TOKEN=pseudowa-verify-token.
+    """
+    from aiohttp import web
 
-    if kw["no_sign"] and kw["bad_signature"]:
-        raise UserError("--no-sign and --bad-signature exclude each other")
-    if kw["proxy_port"] is None:
-        for option, given in (("--confdir", kw["confdir"]), ("--redirect-host", kw["redirect_hosts"])):
-            if given:
-                raise UserError(f"{option} only applies with --proxy-port")
-    store.get_cassette(name)  # an unknown name fails here, before any port is opened
-    options = ReplayOptions(
-        emitter=EmitterConfig(
-            bot_url=bot_url,
-            app_secret=kw["app_secret"],
-            verify_token=kw["verify_token"],
-            skip_verify=kw["skip_verify"],
-            signing="none" if kw["no_sign"] else "bad" if kw["bad_signature"] else "valid",
-            speed=kw["speed"],
-            duplicate=kw["duplicate"],
-            reorder=kw["reorder"],
-            batch=kw["batch"],
-            retry=RetryPolicy(time_scale=kw["retry_time_scale"]),
-            timeout_s=kw["timeout_s"],
-            concurrency=kw["concurrency"],
-            seed=kw["seed"],
-        ),
-        graph=GraphConfig(
-            access_token=kw["access_token"],
-            media_ttl_s=kw["media_ttl"],
-            strict=kw["strict"],
-            fail_rate=kw["fail_rate"],
-            fail_codes=kw["fail_codes"] or (131000,),
-            latency_ms=kw["latency_ms"],
-            jitter_ms=kw["jitter_ms"],
-            seed=kw["seed"],
-            volatile=(*DEFAULT_VOLATILE, *kw["ignore"]),
-        ),
-        graph_host=kw["graph_host"],
-        graph_port=kw["graph_port"],
-        statuses=kw["statuses"],
-        fail_status_rate=kw["fail_status_rate"],
-        fail_status_code=kw["fail_status_code"],
-        quiet_s=kw["quiet_s"],
-        journal=not kw["no_journal"],
-        journal_name=kw["journal_name"],
-        proxy_port=kw["proxy_port"],
-        confdir=kw["confdir"],
-        redirect_hosts=tuple(kw["redirect_hosts"]),
-    )
+    from pseudowa.proxy.examples.example_bot import BotConfig
+    from pseudowa.proxy.examples.example_bot import make_app
 
-    def show(attempt: Attempt, outcome: Outcome) -> None:
-        result = attempt.status if attempt.status is not None else attempt.error
-        copy = f" (copy {attempt.copy})" if attempt.copy else ""
-        retry = f" retry {attempt.attempt}" if attempt.attempt else ""
-        click.echo(f"  -> {outcome.label}{copy}{retry}: {result}", err=True)
-
-    def note(line: str) -> None:  # the proxy's banner and mitmproxy's warnings
-        click.echo(line, err=True)
-
-    replay = Replay(store, name, options, on_attempt=show if progress else None, on_line=note)
+    config = BotConfig(graph_url, access_token, app_secret, verify_token, phone_number_id)
     try:
-        return asyncio.run(replay.run())
-    except VerifyFailed as e:
-        raise UserError(f"{e} (use --skip-verify to bypass)") from e
+        web.run_app(make_app(config), host=host, port=port, print=click.echo)
     except OSError as e:
-        where = f"{options.graph_host}:{options.graph_port}"
-        raise UserError(f"cannot listen on {where} or reach the bot: {e.strerror or e}") from e
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
 
 
+cli.add_command(replay_cmd)
 cassette_group.add_command(mutate_group)
 cassette_group.add_command(export_cmd)
 cassette_group.add_command(import_cmd)
@@ -575,4 +397,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -30,13 +30,12 @@ from typing import Literal
 import aiohttp
 from yarl import URL
 
-from pseudowa.storage.records import Exchange
-from pseudowa.storage.records import Kind
-
 from pseudowa.proxy.contract import signature
 from pseudowa.proxy.contract import webhooks
 from pseudowa.proxy.errors import VerifyFailed
 from pseudowa.proxy.sandbox.journal import Journal
+from pseudowa.storage.records import Exchange
+from pseudowa.storage.records import Kind
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +53,18 @@ class RetryPolicy:
     """
 
     delays_s: tuple[float, ...] = (
-        0, 0, 10, 30, 120, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600,
+        0,
+        0,
+        10,
+        30,
+        120,
+        600,
+        1800,
+        3600,
+        3 * 3600,
+        6 * 3600,
+        12 * 3600,
+        24 * 3600,
     )
     max_age_s: float = 7 * DAY
     time_scale: float = 1.0
@@ -218,6 +228,10 @@ class Emitter:
         self._last_activity = 0.0
         self._wakeup: asyncio.Future[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
+        self._driver: asyncio.Task[None] | None = None  # start()'s scheduler, runs until close()
+        self._progress = asyncio.Event()  # set on every _touch, for idle()
+        # delivery id -> futures told the outcome once its first attempt is over
+        self._first_attempt: dict[int, list[asyncio.Future[Outcome]]] = {}
 
     # -- scheduling (synchronous; safe to call from handlers while run() is going) ------
 
@@ -229,16 +243,27 @@ class Emitter:
             if delivery.hold_until is None:
                 timed.append((self._scaled(delivery.offset_s), pending))
             elif delivery.hold_until in self._triggered:
-                timed.append((self._release_time(delivery, self._triggered[delivery.hold_until]),
-                              pending))
+                timed.append(
+                    (self._release_time(delivery, self._triggered[delivery.hold_until]), pending)
+                )
             else:
                 self._held.setdefault(delivery.hold_until, []).append(pending)
         self._schedule(timed)
 
-    def add_now(self, delay_s: float, body: bytes, label: str) -> None:
-        """Schedule `body` `delay_s` from now (scaled by speed; speed 0 means at once)."""
+    def add_now(self, delay_s: float, body: bytes, label: str) -> int:
+        """Schedule `body` `delay_s` from now (scaled by speed; speed 0 means at once);
+        returns its delivery id."""
         pending = _Pending(self._new_id(), Delivery(body=body, label=label))
         self._schedule([(self._now() + self._scaled(delay_s), pending)])
+        return pending.delivery_id
+
+    def deliver(self, body: bytes, label: str) -> asyncio.Future[Outcome]:
+        """Send `body` now; the future gets its Outcome once the first attempt is over
+        (retries, if any, go on in the background as the policy says)."""
+        delivery_id = self.add_now(0.0, body, label)
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._first_attempt.setdefault(delivery_id, []).append(future)
+        return future
 
     def trigger(self, wamid: str) -> None:
         """Release the deliveries held for `wamid`, keeping their recorded gap to the send."""
@@ -247,6 +272,13 @@ class Emitter:
         released = self._held.pop(wamid, [])
         self._schedule([(self._release_time(p.delivery, now), p) for p in released])
         self._touch()
+
+    def drop_held(self) -> list[Delivery]:
+        """Forget the deliveries still held for a trigger (a replay is over); returns them."""
+        dropped = [p.delivery for held in self._held.values() for p in held]
+        self._held.clear()
+        self.never_triggered = []
+        return dropped
 
     def _schedule(self, timed: list[tuple[float, _Pending]]) -> None:
         if self.config.reorder > 1 and len(timed) > 1:
@@ -262,7 +294,7 @@ class Emitter:
         timed = sorted(timed, key=lambda t: t[0])  # stable: equal times keep their order
         out: list[tuple[float, _Pending]] = []
         for start in range(0, len(timed), n):
-            window = timed[start:start + n]
+            window = timed[start : start + n]
             items = [p for _, p in window]
             self._rng.shuffle(items)
             out.extend((when, item) for (when, _), item in zip(window, items))
@@ -295,7 +327,17 @@ class Emitter:
         """New work or progress: wake the scheduler and restart the quiet clock."""
         if self._origin is not None:
             self._last_activity = self._now()
+        self._progress.set()
         self._kick()
+
+    @property
+    def busy(self) -> bool:
+        """Something is due, waiting for its time, or being posted (held ones don't count)."""
+        return bool(self._heap or self._ready or self._in_flight)
+
+    def quiet_for(self) -> float:
+        """Seconds since the last new work or progress."""
+        return self._now() - self._last_activity
 
     def _kick(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():
@@ -331,10 +373,15 @@ class Emitter:
             self.journal.record(
                 Exchange(
                     # The verify token is a secret of the bot's: journals never hold it.
-                    kind=Kind.WEBHOOK.value, method="GET",
+                    kind=Kind.WEBHOOK.value,
+                    method="GET",
                     url=str(url.update_query({"hub.verify_token": "REDACTED"})),
-                    request_headers=list(headers.items()), response_status=status,
-                    response_body=body, error=error, started_at=started, finished_at=finished,
+                    request_headers=list(headers.items()),
+                    response_status=status,
+                    response_body=body,
+                    error=error,
+                    started_at=started,
+                    finished_at=finished,
                     annotations={"label": "verify"},
                 )
             )
@@ -352,6 +399,29 @@ class Emitter:
 
     # -- running --------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Deliver in the background, as work arrives, until close() (a live sandbox)."""
+        if self._driver is None:
+            self._driver = asyncio.get_running_loop().create_task(self._drive(None, forever=True))
+
+    async def idle(self, quiet_s: float) -> None:
+        """With start(): return once nothing is due or in flight and nothing new arrived
+        for `quiet_s` seconds."""
+        if self._driver is None:
+            raise RuntimeError("idle() needs a started emitter; use wait_idle() otherwise")
+        while True:
+            if self._driver.done():
+                self._driver.result()  # a crashed scheduler surfaces here, not as a hang
+                return
+            self._progress.clear()
+            wait = None if self.busy else quiet_s - self.quiet_for()
+            if wait is not None and wait <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._progress.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+
     async def run(self) -> None:
         """Deliver everything due, retrying as the policy says; return when nothing is left
         but deliveries held for a trigger (listed in `never_triggered`)."""
@@ -361,7 +431,7 @@ class Emitter:
         """Like run(), but only return once nothing new arrived for `quiet_s` seconds."""
         await self._drive(quiet_s=quiet_s)
 
-    async def _drive(self, quiet_s: float | None) -> None:
+    async def _drive(self, quiet_s: float | None, forever: bool = False) -> None:
         if self._workers:
             raise RuntimeError("the emitter is already running")
         loop = asyncio.get_running_loop()
@@ -379,7 +449,9 @@ class Emitter:
                     if worker.done():
                         worker.result()  # a bug in a worker surfaces here, not as a hang
                 wait: float | None = None  # None: until kicked
-                if not self._heap and not self._ready and self._in_flight == 0:
+                if forever and not self._heap:
+                    pass  # a live emitter waits for new work, however long
+                elif not self._heap and not self._ready and self._in_flight == 0:
                     if quiet_s is None:
                         break
                     wait = self._last_activity + quiet_s - now
@@ -468,7 +540,11 @@ class Emitter:
         outcome.duplicated = duplicate
         # A per-delivery override (a mutated cassette) wins; in a batch, any part's does.
         signing = next(
-            (p.delivery.signing for p in parts if p.delivery_id in parts_ids and p.delivery.signing),
+            (
+                p.delivery.signing
+                for p in parts
+                if p.delivery_id in parts_ids and p.delivery.signing
+            ),
             None,
         )
         return _Post(outcome, self._headers(body, signing), duplicate)
@@ -509,10 +585,18 @@ class Emitter:
             await self._post(post, copy=1, number=0)
         if attempt.ok:
             outcome.delivered = True
+        if number == 0 and self._first_attempt:
+            for part in outcome.parts or (outcome.delivery_id,):
+                for future in self._first_attempt.pop(part, []):
+                    if not future.done():
+                        future.set_result(outcome)
+        if attempt.ok:
             return
         policy = self.config.retry
         post.next_attempt = number + 1
-        post.age_s += policy.unscaled_delay(post.next_attempt) + (attempt.finished - attempt.started)
+        post.age_s += policy.unscaled_delay(post.next_attempt) + (
+            attempt.finished - attempt.started
+        )
         if policy.gives_up(post.age_s):
             outcome.dropped_reason = (
                 f"gave up after {number + 1} attempts over "
@@ -541,8 +625,9 @@ class Emitter:
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             error = _describe(e, self.config.timeout_s)
         finished = time.time()
-        attempt = Attempt(outcome.delivery_id, copy, number, started, finished, status, error,
-                          len(body))
+        attempt = Attempt(
+            outcome.delivery_id, copy, number, started, finished, status, error, len(body)
+        )
         outcome.attempts.append(attempt)
         self.attempts.append(attempt)
         if status == 200:
@@ -550,8 +635,11 @@ class Emitter:
                 logger.debug("webhook %s attempt %d copy %d: 200", outcome.label, number, copy)
         else:
             logger.warning(
-                "webhook %s attempt %d%s failed: %s", outcome.label, number,
-                f" (duplicate {copy})" if copy else "", error or f"HTTP {status}",
+                "webhook %s attempt %d%s failed: %s",
+                outcome.label,
+                number,
+                f" (duplicate {copy})" if copy else "",
+                error or f"HTTP {status}",
             )
         if self.journal is not None:
             self._journal(post, attempt, response)
@@ -598,6 +686,14 @@ class Emitter:
 
     async def close(self) -> None:
         """Stop the workers (if a run was interrupted) and close the HTTP session."""
+        if self._driver is not None:
+            self._driver.cancel()
+            await asyncio.gather(self._driver, return_exceptions=True)
+            self._driver = None
+        for futures in self._first_attempt.values():
+            for future in futures:
+                future.cancel()
+        self._first_attempt.clear()
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)

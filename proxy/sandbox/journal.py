@@ -15,7 +15,6 @@ from pseudowa.storage.records import EventLike
 from pseudowa.storage.records import Exchange
 from pseudowa.storage.store import CassetteStore
 
-
 logger = logging.getLogger(__name__)
 
 _BATCH = 500

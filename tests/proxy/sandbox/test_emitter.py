@@ -22,11 +22,11 @@ from aiohttp.test_utils import TestServer
 from pseudowa.proxy.contract import signature
 from pseudowa.proxy.contract import webhooks
 from pseudowa.proxy.contract.webhooks import BusinessAccount
+from pseudowa.proxy.errors import VerifyFailed
 from pseudowa.proxy.sandbox.emitter import Delivery
 from pseudowa.proxy.sandbox.emitter import Emitter
 from pseudowa.proxy.sandbox.emitter import EmitterConfig
 from pseudowa.proxy.sandbox.emitter import RetryPolicy
-from pseudowa.proxy.errors import VerifyFailed
 from pseudowa.proxy.sandbox.journal import Journal
 from pseudowa.storage.records import EventData
 from pseudowa.storage.records import Exchange
@@ -122,8 +122,13 @@ async def make_emitter() -> AsyncIterator[Make]:
 
 
 def inbound(text: str, n: int = 0) -> bytes:
-    msg = webhooks.message("text", "16505551234", webhooks.text_body(text), wamid=f"wamid.in{n}",
-                           timestamp="1750000000")
+    msg = webhooks.message(
+        "text",
+        "16505551234",
+        webhooks.text_body(text),
+        wamid=f"wamid.in{n}",
+        timestamp="1750000000",
+    )
     return webhooks.dumps(webhooks.inbound_webhook(ACCOUNT, msg, "Ana"))
 
 
@@ -144,7 +149,9 @@ def message_texts(body: bytes) -> list[str]:
     payload = json.loads(body)
     return [
         m["text"]["body"]
-        for e in payload["entry"] for c in e["changes"] for m in c["value"].get("messages", [])
+        for e in payload["entry"]
+        for c in e["changes"]
+        for m in c["value"].get("messages", [])
     ]
 
 
@@ -176,7 +183,7 @@ async def test_verify_json_quoted_echo_fails_clearly(start_bot: Start, make_emit
     message = str(info.value)
     challenge = bot.verifications[0]["hub.challenge"]
     assert "\n" not in message
-    assert f'\'"{challenge}"\'' in message  # what the bot answered, quotes and all
+    assert f"'\"{challenge}\"'" in message  # what the bot answered, quotes and all
     assert f"b'{challenge}'" in message  # what was expected
     assert "wrong body" in message and "200" in message
 
@@ -206,10 +213,12 @@ async def test_skip_verify_sends_no_get(start_bot: Start, make_emitter: Make) ->
 # -- signing ----------------------------------------------------------------------------
 
 
-async def test_signature_is_hmac_over_exact_ascii_bytes(start_bot: Start, make_emitter: Make) -> None:
+async def test_signature_is_hmac_over_exact_ascii_bytes(
+    start_bot: Start, make_emitter: Make
+) -> None:
     bot = await start_bot()
     emitter = make_emitter(bot)
-    body = inbound("a\u00e7\u00e3o \U0001F600")
+    body = inbound("a\u00e7\u00e3o \U0001f600")
     emitter.add([Delivery(body)])
     await emitter.run()
     (got,) = bot.received
@@ -221,7 +230,7 @@ async def test_signature_is_hmac_over_exact_ascii_bytes(start_bot: Start, make_e
     assert got.headers["X-Hub-Signature"] == legacy
     assert got.headers["Content-Type"] == "application/json"
     assert got.headers["User-Agent"] == "facebookexternalua"
-    assert message_texts(got.body) == ["a\u00e7\u00e3o \U0001F600"]
+    assert message_texts(got.body) == ["a\u00e7\u00e3o \U0001f600"]
 
 
 async def test_signing_none_sends_no_signature(start_bot: Start, make_emitter: Make) -> None:
@@ -254,8 +263,13 @@ async def test_a_delivery_overrides_the_signing_for_itself(
     """A mutated cassette marks single deliveries: only they go out wrongly signed or bare."""
     bot = await start_bot()
     emitter = make_emitter(bot)  # signing="valid" for the rest
-    emitter.add([Delivery(inbound("a", 0)), Delivery(inbound("b", 1), signing="bad"),
-                 Delivery(inbound("c", 2), signing="none")])
+    emitter.add(
+        [
+            Delivery(inbound("a", 0)),
+            Delivery(inbound("b", 1), signing="bad"),
+            Delivery(inbound("c", 2), signing="none"),
+        ]
+    )
     await emitter.run()
     a, b, c = bot.received
     assert a.headers["X-Hub-Signature-256"] == independent_sha256(a.body)
@@ -324,7 +338,7 @@ async def test_reorder_shuffles_within_windows(start_bot: Start, make_emitter: M
     assert order != list(range(20))
     assert sorted(order) == list(range(20))  # all delivered, none twice
     for window in range(4):  # nothing leaves its window of 5
-        assert sorted(order[window * 5:window * 5 + 5]) == list(range(window * 5, window * 5 + 5))
+        assert sorted(order[window * 5 : window * 5 + 5]) == list(range(window * 5, window * 5 + 5))
     # the same seed reorders the same way
     bot2 = await start_bot()
     again = make_emitter(bot2, reorder=5, seed=3)
@@ -362,8 +376,14 @@ async def test_batch_sends_a_body_that_is_not_json_alone(
 
 
 def test_config_rejects_nonsense() -> None:
-    for bad in ({"signing": "maybe"}, {"speed": -1}, {"duplicate": 2.0}, {"batch": 0},
-                {"concurrency": 0}, {"timeout_s": 0}):
+    for bad in (
+        {"signing": "maybe"},
+        {"speed": -1},
+        {"duplicate": 2.0},
+        {"batch": 0},
+        {"concurrency": 0},
+        {"timeout_s": 0},
+    ):
         with pytest.raises(ValueError):
             EmitterConfig(bot_url="http://127.0.0.1:1/", **bad)
 
@@ -403,7 +423,9 @@ async def test_slow_bot_times_out_and_is_retried(start_bot: Start, make_emitter:
     await asyncio.sleep(0.4)  # let the slow handler finish before the server closes
 
 
-async def test_always_failing_bot_is_dropped_with_reason(start_bot: Start, make_emitter: Make) -> None:
+async def test_always_failing_bot_is_dropped_with_reason(
+    start_bot: Start, make_emitter: Make
+) -> None:
     bot = await start_bot(statuses(then=500))
     emitter = make_emitter(bot, retry=FAST_RETRY)
     emitter.add(deliveries(2))
@@ -473,10 +495,20 @@ def test_retry_policy_schedule() -> None:
 async def test_hold_until_trigger(start_bot: Start, make_emitter: Make) -> None:
     bot = await start_bot()
     emitter = make_emitter(bot, speed=10.0)
-    held = Delivery(status_body("wamid.out1"), offset_s=5.0, label="held out1",
-                    hold_until="wamid.out1", trigger_offset_s=4.0)
-    never = Delivery(status_body("wamid.out2"), offset_s=6.0, label="held out2",
-                     hold_until="wamid.out2", trigger_offset_s=5.5)
+    held = Delivery(
+        status_body("wamid.out1"),
+        offset_s=5.0,
+        label="held out1",
+        hold_until="wamid.out1",
+        trigger_offset_s=4.0,
+    )
+    never = Delivery(
+        status_body("wamid.out2"),
+        offset_s=6.0,
+        label="held out2",
+        hold_until="wamid.out2",
+        trigger_offset_s=5.5,
+    )
     emitter.add([Delivery(inbound("hi"), label="in"), held, never])
     await emitter.run()  # returns although two deliveries are still held
     assert [message_texts(b) for b in bot.bodies] == [["hi"]]
@@ -575,7 +607,11 @@ async def test_journal_receives_every_attempt(start_bot: Start, make_emitter: Ma
         assert x.started_at <= x.finished_at
         assert x.annotations["label"] in ("in", "st")
     assert [(x.annotations["attempt"], x.annotations["copy"]) for x in posts] == [
-        ("0", "0"), ("0", "1"), ("0", "0"), ("0", "1"), ("1", "0"),
+        ("0", "0"),
+        ("0", "1"),
+        ("0", "0"),
+        ("0", "1"),
+        ("1", "0"),
     ]
     post_events = journal.events[1:]
     assert [[(e.category, e.type, e.wamid) for e in ev] for ev in post_events[:3]] == [

@@ -33,25 +33,45 @@ def store(tmp_path: Path) -> Iterator[CassetteStore]:
 
 def graph(i: int) -> Exchange:
     return Exchange(
-        kind=Kind.GRAPH, method="POST",
+        kind=Kind.GRAPH,
+        method="POST",
         url=f"https://graph.facebook.com/v23.0/106540352242922/messages?i={i}",
         request_headers=[("content-type", "application/json")],
         request_body=b'{"messaging_product":"whatsapp","i":%d}' % i,
-        response_status=200, response_body=b'{"ok":true}',
-        started_at=1_750_000_000.0 + i, finished_at=1_750_000_000.5 + i,
+        response_status=200,
+        response_body=b'{"ok":true}',
+        started_at=1_750_000_000.0 + i,
+        finished_at=1_750_000_000.5 + i,
         annotations={"i": str(i)},
     )
 
 
 def webhook(i: int) -> tuple[Exchange, list[EventData]]:
-    msg = w.message("image", USER, w.media_body("image", f"{i:016d}", "image/jpeg", "aGk="),
-                    wamid=f"wamid.in{i}", timestamp="1750000000")
-    payload = w.merge([w.inbound_webhook(ACCOUNT, msg),
-                       w.status_webhook(ACCOUNT, [w.status(f"wamid.out{i}", "read", USER,
-                                                           timestamp="1750000001")])])
+    msg = w.message(
+        "image",
+        USER,
+        w.media_body("image", f"{i:016d}", "image/jpeg", "aGk="),
+        wamid=f"wamid.in{i}",
+        timestamp="1750000000",
+    )
+    payload = w.merge(
+        [
+            w.inbound_webhook(ACCOUNT, msg),
+            w.status_webhook(
+                ACCOUNT, [w.status(f"wamid.out{i}", "read", USER, timestamp="1750000001")]
+            ),
+        ]
+    )
     body = w.dumps(payload)
-    x = Exchange(kind=Kind.WEBHOOK, method="POST", url="http://bot/webhook", request_body=body,
-                 response_status=200, started_at=float(i), finished_at=float(i))
+    x = Exchange(
+        kind=Kind.WEBHOOK,
+        method="POST",
+        url="http://bot/webhook",
+        request_body=body,
+        response_status=200,
+        started_at=float(i),
+        finished_at=float(i),
+    )
     return x, w.events(w.parse(body))  # type: ignore[return-value]
 
 
@@ -65,22 +85,65 @@ def same(a: Exchange, b: Exchange) -> bool:
 
 async def test_contract_events_are_indexed_with_every_field(store: CassetteStore) -> None:
     # The journal hands the contract's WebhookEvent to the store as it is (EventLike).
-    ev = w.WebhookEvent(category="message", type="image", wamid="wamid.a", sender=USER,
-                        recipient=None, media_id="1111222233334444", media_sha256="aGk=",
-                        timestamp="1750000000", position=0, phone_number_id="106")
-    st = w.WebhookEvent(category="status", type="read", wamid="wamid.b", recipient=USER,
-                        timestamp="1750000001", position=1)
+    ev = w.WebhookEvent(
+        category="message",
+        type="image",
+        wamid="wamid.a",
+        sender=USER,
+        recipient=None,
+        media_id="1111222233334444",
+        media_sha256="aGk=",
+        timestamp="1750000000",
+        position=0,
+        phone_number_id="106",
+    )
+    st = w.WebhookEvent(
+        category="status",
+        type="read",
+        wamid="wamid.b",
+        recipient=USER,
+        timestamp="1750000001",
+        position=1,
+    )
     journal = Journal(store, "run")
     journal.record(webhook(0)[0], [ev, st])
     await journal.close()
-    assert [EventData(e.wamid, e.category, e.type, e.sender, e.recipient, e.media_id,
-                      e.media_sha256, e.timestamp, e.position) for e in store.events("run")] == [
-        EventData(wamid="wamid.a", category="message", type="image", sender=USER,
-                  recipient=None, media_id="1111222233334444", media_sha256="aGk=",
-                  timestamp="1750000000", position=0),
-        EventData(wamid="wamid.b", category="status", type="read", sender=None,
-                  recipient=USER, media_id=None, media_sha256=None,
-                  timestamp="1750000001", position=1),
+    assert [
+        EventData(
+            e.wamid,
+            e.category,
+            e.type,
+            e.sender,
+            e.recipient,
+            e.media_id,
+            e.media_sha256,
+            e.timestamp,
+            e.position,
+        )
+        for e in store.events("run")
+    ] == [
+        EventData(
+            wamid="wamid.a",
+            category="message",
+            type="image",
+            sender=USER,
+            recipient=None,
+            media_id="1111222233334444",
+            media_sha256="aGk=",
+            timestamp="1750000000",
+            position=0,
+        ),
+        EventData(
+            wamid="wamid.b",
+            category="status",
+            type="read",
+            sender=None,
+            recipient=USER,
+            media_id=None,
+            media_sha256=None,
+            timestamp="1750000001",
+            position=1,
+        ),
     ]
 
 
@@ -121,11 +184,18 @@ async def test_journal_persists_exchanges_and_events_in_order(store: CassetteSto
 
     events = store.events("run")
     assert [(e.interaction_seq, e.category, e.wamid) for e in events[:2]] == [
-        (1, "message", "wamid.in1"), (1, "status", "wamid.out1")]
+        (1, "message", "wamid.in1"),
+        (1, "status", "wamid.out1"),
+    ]
     assert len(events) == 20
     [hit] = store.events("run", media_id=f"{7:016d}")
     assert (hit.interaction_seq, hit.sender, hit.media_sha256, hit.timestamp, hit.position) == (
-        7, USER, "aGk=", "1750000000", 0)
+        7,
+        USER,
+        "aGk=",
+        "1750000000",
+        0,
+    )
 
 
 async def test_burst_of_1000_is_written_whole_and_in_order(store: CassetteStore) -> None:

@@ -7,6 +7,7 @@ misbehaviour a user cares about must make it fail.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -22,19 +23,16 @@ from openapi import validate
 
 from pseudowa.proxy.cassette import seeds
 from pseudowa.proxy.contract import webhooks as wh
-from pseudowa.proxy.sandbox.emitter import EmitterConfig
-from pseudowa.proxy.sandbox.emitter import RetryPolicy
 from pseudowa.proxy.errors import VerifyFailed
 from pseudowa.proxy.examples.example_bot import BOT_KEY
 from pseudowa.proxy.examples.example_bot import Bot
 from pseudowa.proxy.examples.example_bot import BotConfig
 from pseudowa.proxy.examples.example_bot import make_app
-from pseudowa.proxy.sandbox.graph import GraphConfig
-from pseudowa.proxy.sandbox.replay import Replay
-from pseudowa.proxy.sandbox.replay import ReplayOptions
+from pseudowa.proxy.sandbox.config import SandboxConfig
 from pseudowa.proxy.sandbox.replay import ReplayReport
-from pseudowa.storage.store import CassetteStore
+from pseudowa.proxy.sandbox.sandbox import Sandbox
 from pseudowa.proxy.testing.ports import free_port
+from pseudowa.storage.store import CassetteStore
 
 TOKEN = "pseudowa-access-token"
 SECRET = "pseudowa-app-secret"
@@ -57,25 +55,25 @@ async def validate_webhooks(
 @dataclass
 class Harness:
     store: CassetteStore
-    graph_port: int
     bot_url: str
     app: web.Application
+    graph_url: str = ""  # of the last sandbox
 
     @property
     def bot(self) -> Bot:
         return self.app[BOT_KEY]
 
-    async def replay(self, name: str, **emitter: Any) -> ReplayReport:
-        graph = emitter.pop("graph", GraphConfig())
-        extra = {k: emitter.pop(k) for k in list(emitter) if k in ("statuses", "fail_status_rate", "fail_status_code")}
-        options = ReplayOptions(
-            emitter=EmitterConfig(bot_url=self.bot_url, speed=0, **emitter),
-            graph=graph,
-            graph_port=self.graph_port,
-            quiet_s=0.3,
-            **extra,
-        )
-        return await Replay(self.store, name, options).run()
+    async def replay(
+        self, name: str, *, on_line: Callable[[str], None] | None = None, **options: Any
+    ) -> ReplayReport:
+        """One replay in a sandbox of its own; the bot is pointed at its Graph URL, which is
+        known once the sandbox is bound (port 0: no port is guessed)."""
+        config = SandboxConfig(bot_url=self.bot_url, **{"speed": 0, "quiet_s": 0.3, **options})
+        async with Sandbox(config, store=self.store, on_line=on_line) as sb:
+            self.graph_url = sb.graph_url
+            if not self.bot.config.graph_base_url.startswith("https://"):
+                self.bot.config = dataclasses.replace(self.bot.config, graph_base_url=sb.graph_url)
+            return await sb.replay(name)
 
     async def record(self, seed: str) -> str:
         """Replay a seed against a fresh bot state; the run's journal is the recording."""
@@ -103,12 +101,12 @@ async def start_bot(app: web.Application) -> tuple[web.AppRunner, str]:
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     store = CassetteStore.open(f"sqlite:///{tmp_path / 'replay.db'}")
-    graph_port = free_port()
-    app = make_app(BotConfig(f"http://127.0.0.1:{graph_port}", TOKEN, SECRET, VERIFY))
+    # The Graph URL is set per replay, once its sandbox is bound.
+    app = make_app(BotConfig("http://127.0.0.1:1", TOKEN, SECRET, VERIFY))
     app.middlewares.append(validate_webhooks)
     app[RECEIVED] = []
     runner, url = await start_bot(app)
-    yield Harness(store, graph_port, url, app)
+    yield Harness(store, url, app)
     await runner.cleanup()
     store.close()
 
@@ -139,7 +137,9 @@ async def test_journal_keeps_every_request_of_the_run(harness: Harness) -> None:
     exchanges = list(harness.store.interactions(report.journal))
     kinds = [x.kind for x in exchanges]
     # The handshake is journaled without the bot's verify token, the sends without the token.
-    assert not any(VERIFY in x.url or TOKEN.encode() in repr(x.request_headers).encode() for x in exchanges)
+    assert not any(
+        VERIFY in x.url or TOKEN.encode() in repr(x.request_headers).encode() for x in exchanges
+    )
     assert kinds.count("graph") >= 2  # media look-up and the reply (plus mark-as-read)
     assert kinds.count("media") == 1
     assert kinds.count("webhook") >= 4  # verify, the image, three statuses
@@ -208,7 +208,7 @@ async def test_statuses_option_limits_what_is_emitted(harness: Harness) -> None:
 
 async def test_strict_mode_reports_unmatched_sends(harness: Harness) -> None:
     seed = seeds.text_seed(harness.store, texts=("hi",))
-    report = await harness.replay(seed, graph=GraphConfig(strict=True))
+    report = await harness.replay(seed, strict=True)
     assert not report.ok
     assert report.unmatched and report.unmatched[0].startswith("no recording matched")
     assert any(code == 100 for code in harness.bot.reply_errors)
@@ -216,9 +216,7 @@ async def test_strict_mode_reports_unmatched_sends(harness: Harness) -> None:
 
 async def test_bad_signature_is_rejected_and_reported_dropped(harness: Harness) -> None:
     recording = await harness.record(seeds.text_seed(harness.store, texts=("hi",)))
-    report = await harness.replay(
-        recording, signing="bad", retry=RetryPolicy(time_scale=1e-6), skip_verify=True
-    )
+    report = await harness.replay(recording, signing="bad", retry_time_scale=1e-6, skip_verify=True)
     assert harness.bot.rejected_signatures > 0
     assert harness.bot.replies == []
     assert not report.ok
@@ -245,15 +243,16 @@ async def test_every_emitted_webhook_is_valid_and_signed(harness: Harness) -> No
     assert signature.verify(SECRET, received[0], signature.sign(SECRET, received[0]))
 
 
-async def test_proxy_mode_serves_a_bot_that_keeps_metas_urls(harness: Harness, tmp_path: Path) -> None:
+async def test_proxy_mode_serves_a_bot_that_keeps_metas_urls(
+    harness: Harness, tmp_path: Path
+) -> None:
     """The bot calls https://graph.facebook.com through the proxy, trusting mitmproxy's CA,
     and downloads from the https://lookaside.fbsbx.com URL the fake hands out."""
-    import dataclasses
     import ssl
 
     import aiohttp
 
-    from pseudowa.proxy.mitm.runner import ensure_ca
+    from pseudowa.proxy.mitm.ca import ensure_ca
 
     recording = await harness.record(seeds.image_seed(harness.store))
     confdir = str(tmp_path / "mitmproxy")
@@ -262,16 +261,19 @@ async def test_proxy_mode_serves_a_bot_that_keeps_metas_urls(harness: Harness, t
     bot = harness.bot
     direct = bot.session, bot.config
     lines: list[str] = []
-    options = ReplayOptions(
-        emitter=EmitterConfig(bot_url=harness.bot_url, speed=0), graph_port=harness.graph_port,
-        quiet_s=0.3, proxy_port=proxy_port, confdir=confdir, journal_name="through-proxy",
-    )
-    async with aiohttp.ClientSession(proxy=f"http://127.0.0.1:{proxy_port}",
-                                     connector=aiohttp.TCPConnector(ssl=trust)) as session:
+    async with aiohttp.ClientSession(
+        proxy=f"http://127.0.0.1:{proxy_port}", connector=aiohttp.TCPConnector(ssl=trust)
+    ) as session:
         bot.session = session
         bot.config = dataclasses.replace(bot.config, graph_base_url="https://graph.facebook.com")
         try:
-            report = await Replay(harness.store, recording, options, on_line=lines.append).run()
+            report = await harness.replay(
+                recording,
+                proxy_port=proxy_port,
+                confdir=confdir,
+                journal_name="through-proxy",
+                on_line=lines.append,
+            )
         finally:
             bot.session, bot.config = direct
     assert report.ok, "\n".join(report.render())
@@ -279,20 +281,27 @@ async def test_proxy_mode_serves_a_bot_that_keeps_metas_urls(harness: Harness, t
     assert bot.replies[0]["text"]["body"].endswith("sha256 ok)")
     assert report.redirected == 3  # media look-up, download, reply
     assert report.to_json()["proxy"] == {"url": f"http://127.0.0.1:{proxy_port}", "redirected": 3}
-    assert f"proxy http://127.0.0.1:{proxy_port}: 3 requests redirected" in "\n".join(report.render())
+    assert f"proxy http://127.0.0.1:{proxy_port}: 3 requests redirected" in "\n".join(
+        report.render()
+    )
     ca = str(tmp_path / "mitmproxy" / "mitmproxy-ca-cert.pem")
     assert lines == [
-        (f"proxy    http://127.0.0.1:{proxy_port}: graph.facebook.com, lookaside.fbsbx.com -> "
-         f"fake Graph API http://127.0.0.1:{harness.graph_port}; other hosts pass through"),
+        (
+            f"proxy    http://127.0.0.1:{proxy_port}: graph.facebook.com, lookaside.fbsbx.com -> "
+            f"fake Graph API {harness.graph_url}; other hosts pass through"
+        ),
         f"         trust mitmproxy's CA certificate {ca}; run the bot with",
-        (f"         HTTPS_PROXY=http://127.0.0.1:{proxy_port} SSL_CERT_FILE={ca} "
-         f"REQUESTS_CA_BUNDLE={ca} NODE_EXTRA_CA_CERTS={ca}"),
+        (
+            f"         HTTPS_PROXY=http://127.0.0.1:{proxy_port} SSL_CERT_FILE={ca} "
+            f"REQUESTS_CA_BUNDLE={ca} NODE_EXTRA_CA_CERTS={ca}"
+        ),
     ]
     # The look-up handed out a Meta-looking URL; the download went to the fake all the same.
     exchanges = list(harness.store.interactions("through-proxy"))
     [lookup] = [x for x in exchanges if x.kind == "graph" and x.method == "GET"]
     assert json.loads(lookup.response_body)["url"].startswith(
-        "https://lookaside.fbsbx.com/whatsapp_business/attachments/?")
+        "https://lookaside.fbsbx.com/whatsapp_business/attachments/?"
+    )
     assert [x.response_status for x in exchanges if x.kind == "media"] == [200]
     with socket.socket() as s:  # the proxy is gone
         assert s.connect_ex(("127.0.0.1", proxy_port)) != 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -131,7 +132,9 @@ def test_failure_is_sent_then_failed_with_the_error() -> None:
 
 
 def test_failure_without_sent_is_failed_only() -> None:
-    items = [the_status(p) for _, p in plan(statuses=("delivered", "read"), fail=GraphError(131026))]
+    items = [
+        the_status(p) for _, p in plan(statuses=("delivered", "read"), fail=GraphError(131026))
+    ]
     assert [i["status"] for i in items] == ["failed"]
     assert items[0]["errors"][0]["code"] == 131026
 
@@ -165,3 +168,69 @@ def test_choose_failure_rates_and_determinism() -> None:
 
     assert picks(7) == picks(7)
     assert 200 < sum(picks(7)) < 400
+
+
+class _Emitter:
+    def __init__(self) -> None:
+        self.scheduled: list[tuple[float, bytes, str]] = []
+        self.triggered: list[str] = []
+
+    def add_now(self, delay_s: float, body: bytes, label: str) -> int:
+        self.scheduled.append((delay_s, body, label))
+        return len(self.scheduled)
+
+    def trigger(self, wamid: str) -> None:
+        self.triggered.append(wamid)
+
+
+def _text_send(to: str = "16505551234") -> Any:
+    from pseudowa.proxy.contract.outbound import parse_send
+
+    return parse_send(
+        b'{"messaging_product":"whatsapp","to":"%s","type":"text",'
+        b'"text":{"body":"hi"}}' % to.encode()
+    )
+
+
+def test_relay_releases_recorded_statuses_and_synthesizes_the_rest() -> None:
+    from pseudowa.proxy.sandbox.statuses import StatusRelay
+
+    emitter = _Emitter()
+    relay = StatusRelay(emitter, account=ACCOUNT)
+    relay.held = {"wamid.recorded"}
+    relay.on_send(_text_send(), "wamid.recorded", recorded=True)
+    assert emitter.triggered == ["wamid.recorded"] and emitter.scheduled == []
+    relay.on_send(_text_send(), "wamid.new", recorded=False)
+    assert [label for _, _, label in emitter.scheduled] == [
+        "status sent wamid.new",
+        "status delivered wamid.new",
+        "status read wamid.new",
+    ]
+    assert relay.emitted == 3
+    for _, body, _ in emitter.scheduled:
+        validate("WebhookPayload", json.loads(body))
+
+
+def test_relay_is_reproducible_and_fails_the_next_send_on_request() -> None:
+    from pseudowa.proxy.contract.errors import GraphError
+    from pseudowa.proxy.sandbox.statuses import StatusRelay
+
+    emitter = _Emitter()
+    relay = StatusRelay(
+        emitter,
+        account=ACCOUNT,
+        clock=lambda: 1_764_000_000,
+        conversation_ids=lambda wamid: "c" * 32,
+    )
+    relay.api_version = "v23.0"
+    relay.fail_next = GraphError(131047)
+    relay.on_send(_text_send(), "wamid.a", recorded=False)
+    relay.on_send(_text_send(), "wamid.b", recorded=False)
+    values = [
+        json.loads(body)["entry"][0]["changes"][0]["value"]["statuses"][0]
+        for _, body, _ in emitter.scheduled
+    ]
+    assert [v["status"] for v in values] == ["sent", "failed", "sent", "delivered", "read"]
+    assert values[1]["errors"][0]["code"] == 131047
+    assert values[0]["timestamp"] == "1764000001"
+    assert {v["conversation"]["id"] for v in values if "conversation" in v} == {"c" * 32}

@@ -1,0 +1,70 @@
+"""SandboxConfig: one flat, validated source of defaults, whose fields the CLI mirrors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pseudowa.proxy.cli.replay import replay_cmd
+from pseudowa.proxy.errors import ConfigError
+from pseudowa.proxy.errors import UserError
+from pseudowa.proxy.sandbox.config import SandboxConfig
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"duplicate": 1.5}, "duplicate is a probability"),
+        ({"signing": "maybe"}, "signing must be one of valid, none, bad"),
+        ({"graph_port": 70000}, "graph_port must be between 0 and 65535"),
+        ({"proxy_port": 9000, "graph_port": 9000}, "cannot share port 9000"),
+        ({"confdir": "/tmp/x"}, "confdir only applies with proxy_port"),
+        ({"statuses": ("sent", "seen")}, "unknown status 'seen'"),
+        ({"batch": 0}, "batch and concurrency must be >= 1"),
+        ({"timeout_s": 0}, "timeout_s must be > 0"),
+        ({"fail_codes": ()}, "fail_codes needs at least one"),
+        ({"access_token": ""}, "access_token must not be empty"),
+    ],
+)
+def test_bad_values_are_one_line_config_errors(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        SandboxConfig(**changes)  # type: ignore[arg-type]
+    assert isinstance(info.value, UserError) and "\n" not in str(info.value)
+
+
+def test_replace_validates_and_rejects_unknown_options() -> None:
+    config = SandboxConfig()
+    assert config.replace(speed=0).speed == 0
+    with pytest.raises(ConfigError, match="no option 'sped'"):
+        config.replace(sped=0)
+    with pytest.raises(ConfigError):
+        config.replace(reorder=-1)
+
+
+def test_runtime_configs_are_built_from_the_flat_fields() -> None:
+    config = SandboxConfig(
+        app_secret="s",
+        access_token="t",
+        speed=2,
+        retry_time_scale=0.5,
+        fail_codes=[130429],
+        ignore=("text.body",),
+        phone_number_id="42",
+    )
+    emitter, graph = config.emitter_config(), config.graph_config()
+    assert (emitter.app_secret, emitter.speed, emitter.retry.time_scale) == ("s", 2, 0.5)
+    assert graph.access_token == "t" and graph.fail_codes == (130429,)
+    assert graph.volatile[-1] == "text.body" and graph.account.phone_number_id == "42"
+    assert config.fail_codes == (130429,)  # lists are frozen into tuples
+
+
+def test_every_replay_option_is_a_config_field_of_the_same_name() -> None:
+    fields = {f.name for f in dataclasses.fields(SandboxConfig)}
+    # Options that are not sandbox settings: what to replay and how to report it.
+    front_end = {"name", "db", "check_", "as_json", "no_sign", "bad_signature", "no_journal"}
+    params = {p.name for p in replay_cmd.params} - front_end
+    assert params <= fields, params - fields
+    for p in replay_cmd.params:
+        if p.name in fields and p.name != "redirect_hosts":  # repeatable: --redirect-host
+            assert f"--{p.name.replace('_', '-')}" in p.opts, p.opts  # type: ignore[union-attr]
