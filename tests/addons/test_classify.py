@@ -47,31 +47,76 @@ def test_parse_target_refuses(spec, message):
 
 def test_default_routes_are_metas_hosts():
     routes = Routes()
-    assert classify("POST", "https://graph.facebook.com/v23.0/1/messages", "graph.facebook.com",
-                    443, "", routes) is Kind.GRAPH
-    assert classify("GET", "https://lookaside.fbsbx.com/x", "lookaside.fbsbx.com", 443, "",
-                    routes) is Kind.MEDIA
+    assert (
+        classify(
+            "POST",
+            "https://graph.facebook.com/v23.0/1/messages",
+            "graph.facebook.com",
+            443,
+            "",
+            routes,
+        )
+        is Kind.GRAPH
+    )
+    assert (
+        classify("GET", "https://lookaside.fbsbx.com/x", "lookaside.fbsbx.com", 443, "", routes)
+        is Kind.MEDIA
+    )
     assert classify("POST", BOT, "127.0.0.1", 8000, "", routes) is None
 
 
-ROUTES = Routes.parse(BOT, ["https://graph.facebook.com", "http://127.0.0.1:8080"],
-                      ["lookaside.fbsbx.com"])
+ROUTES = Routes.parse(
+    BOT, ["https://graph.facebook.com", "http://127.0.0.1:8080"], ["lookaside.fbsbx.com"]
+)
 
 
 @pytest.mark.parametrize(
     "method, url, host, port, mode_data, expected",
     [
-        ("POST", "http://127.0.0.1:8000/webhook", "127.0.0.1", 8000, "http://127.0.0.1:8000", "webhook"),
-        ("GET", "http://127.0.0.1:8000/webhook?hub.mode=subscribe", "127.0.0.1", 8000, "", "webhook"),
-        ("POST", "https://graph.facebook.com/v23.0/1/messages", "graph.facebook.com", 443, "", "graph"),
-        ("GET", "https://graph.facebook.com/v23.0/1", "graph.facebook.com", 443,
-         "https://graph.facebook.com", "graph"),
+        (
+            "POST",
+            "http://127.0.0.1:8000/webhook",
+            "127.0.0.1",
+            8000,
+            "http://127.0.0.1:8000",
+            "webhook",
+        ),
+        (
+            "GET",
+            "http://127.0.0.1:8000/webhook?hub.mode=subscribe",
+            "127.0.0.1",
+            8000,
+            "",
+            "webhook",
+        ),
+        (
+            "POST",
+            "https://graph.facebook.com/v23.0/1/messages",
+            "graph.facebook.com",
+            443,
+            "",
+            "graph",
+        ),
+        (
+            "GET",
+            "https://graph.facebook.com/v23.0/1",
+            "graph.facebook.com",
+            443,
+            "https://graph.facebook.com",
+            "graph",
+        ),
         ("POST", "http://127.0.0.1:8080/v23.0/1/messages", "127.0.0.1", 8080, "", "graph"),
         ("GET", MEDIA_URL, "lookaside.fbsbx.com", 443, "", "media"),
         ("GET", MEDIA_URL, "lookaside.fbsbx.com", 443, "https://lookaside.fbsbx.com", "media"),
         # The sandbox serves downloads on the Graph host: the path tells.
-        ("GET", "http://127.0.0.1:8080/whatsapp_business/attachments/?mid=1&ext=2&hash=3",
-         "127.0.0.1", 8080, "", "media"),
+        (
+            "GET",
+            "http://127.0.0.1:8080/whatsapp_business/attachments/?mid=1&ext=2&hash=3",
+            "127.0.0.1",
+            8080,
+            "",
+            "media",
+        ),
         ("GET", "https://example.com/", "example.com", 443, "", None),
         ("GET", "https://graph.facebook.com:8443/v23.0/1", "graph.facebook.com", 8443, "", None),
         ("POST", "http://127.0.0.1:8001/webhook", "127.0.0.1", 8001, "", None),
@@ -96,8 +141,14 @@ def test_classify_without_a_webhook_upstream_records_no_webhooks():
 
 
 # Everything on one host, as with fakes: only the listener a flow came through tells.
-LOCAL = Routes.parse(BOT, ["http://127.0.0.1:8080"], ["lookaside.fbsbx.com"], ["http://127.0.0.1:8081"])
-GRAPH_DATA, MEDIA_DATA, HOOK_DATA = "http://127.0.0.1:8080", "http://127.0.0.1:8081", "http://127.0.0.1:8000"
+LOCAL = Routes.parse(
+    BOT, ["http://127.0.0.1:8080"], ["lookaside.fbsbx.com"], ["http://127.0.0.1:8081"]
+)
+GRAPH_DATA, MEDIA_DATA, HOOK_DATA = (
+    "http://127.0.0.1:8080",
+    "http://127.0.0.1:8081",
+    "http://127.0.0.1:8000",
+)
 
 
 @pytest.mark.parametrize(
@@ -110,9 +161,21 @@ GRAPH_DATA, MEDIA_DATA, HOOK_DATA = "http://127.0.0.1:8080", "http://127.0.0.1:8
         ("POST", "http://127.0.0.1:8080/v23.0/1/messages", 8080, GRAPH_DATA, "graph"),
         ("GET", "http://127.0.0.1:8080/media/download/77", 8080, GRAPH_DATA, "graph"),
         # ...except downloads, which are media wherever they arrive.
-        ("GET", "http://127.0.0.1:8080/whatsapp_business/attachments/?mid=5", 8080, GRAPH_DATA, "media"),
+        (
+            "GET",
+            "http://127.0.0.1:8080/whatsapp_business/attachments/?mid=5",
+            8080,
+            GRAPH_DATA,
+            "media",
+        ),
         ("GET", "http://127.0.0.1:8080/media/download/1234", 8080, GRAPH_DATA, "media"),
-        ("GET", "http://127.0.0.1:8000/whatsapp_business/attachments/?mid=5", 8000, HOOK_DATA, "media"),
+        (
+            "GET",
+            "http://127.0.0.1:8000/whatsapp_business/attachments/?mid=5",
+            8000,
+            HOOK_DATA,
+            "media",
+        ),
         # Through the webhook listener: webhooks.
         ("POST", "http://127.0.0.1:8000/webhook", 8000, HOOK_DATA, "webhook"),
         # The regular proxy listener goes by destination: host:port of the upstreams.
@@ -143,7 +206,9 @@ def test_classify_by_listener_beats_media_hosts():
 def test_classify_upstream_shared_by_graph_and_media():
     # One fake serving both: its listeners carry Graph calls; downloads go by URL.
     routes = Routes.parse(BOT, ["http://127.0.0.1:8080"], [], ["http://127.0.0.1:8080"])
-    assert classify("GET", "http://127.0.0.1:8080/v23.0/1234", "127.0.0.1", 8080,
-                    GRAPH_DATA, routes) == "graph"
+    assert (
+        classify("GET", "http://127.0.0.1:8080/v23.0/1234", "127.0.0.1", 8080, GRAPH_DATA, routes)
+        == "graph"
+    )
     dl = "http://127.0.0.1:8080/media/download/1234"
     assert classify("GET", dl, "127.0.0.1", 8080, GRAPH_DATA, routes, {dl: "1234"}) == "media"

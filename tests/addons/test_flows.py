@@ -46,14 +46,25 @@ MEDIA_URL = (
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256))
 
 
-def _flow(url: str, *, method: str = "GET", headers: tuple[tuple[str, str], ...] = (),
-          body: bytes = b"", resp_headers: tuple[tuple[str, str], ...] = (),
-          resp_body: bytes = b"{}", mode: str | None = None) -> http.HTTPFlow:
-    req = tutils.treq(method=method.encode(), content=body,
-                      headers=http.Headers([(k.encode(), v.encode()) for k, v in headers]))
+def _flow(
+    url: str,
+    *,
+    method: str = "GET",
+    headers: tuple[tuple[str, str], ...] = (),
+    body: bytes = b"",
+    resp_headers: tuple[tuple[str, str], ...] = (),
+    resp_body: bytes = b"{}",
+    mode: str | None = None,
+) -> http.HTTPFlow:
+    req = tutils.treq(
+        method=method.encode(),
+        content=body,
+        headers=http.Headers([(k.encode(), v.encode()) for k, v in headers]),
+    )
     req.url = url
-    resp = tutils.tresp(content=resp_body,
-                        headers=http.Headers([(k.encode(), v.encode()) for k, v in resp_headers]))
+    resp = tutils.tresp(
+        content=resp_body, headers=http.Headers([(k.encode(), v.encode()) for k, v in resp_headers])
+    )
     f = tflow.tflow(req=req, resp=resp)
     if mode is not None:
         f.client_conn.proxy_mode = mode_specs.ProxyMode.parse(mode)
@@ -85,13 +96,16 @@ def test_header_lookup_and_bearer_token():
     assert bearer_token([]) is None
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("Image/JPEG; charset=binary", "image/jpeg"),
-    ("audio/ogg", "audio/ogg"),
-    ("", None),
-    (None, None),
-    ("; x=1", None),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("Image/JPEG; charset=binary", "image/jpeg"),
+        ("audio/ogg", "audio/ogg"),
+        ("", None),
+        (None, None),
+        ("; x=1", None),
+    ],
+)
 def test_mime_type(value, expected):
     assert mime_type(value) == expected
 
@@ -124,7 +138,9 @@ def test_header_pairs_keep_order_and_duplicates():
 
 def test_graph_meta():
     assert graph_meta(f"https://graph.facebook.com/v23.0/{PHONE_ID}/messages") == (
-        "v23.0", frozenset({PHONE_ID}))
+        "v23.0",
+        frozenset({PHONE_ID}),
+    )
     assert graph_meta(f"https://graph.facebook.com/v22.0/{MEDIA_ID}") == ("v22.0", frozenset())
 
 
@@ -132,7 +148,8 @@ def test_flow_url_follows_the_listener():
     f = _flow("http://127.0.0.1:8000/webhook", mode="reverse:http://127.0.0.1:8000@9000")
     assert flow_url(f) == "http://127.0.0.1:8000/webhook"
     assert flow_url(_flow("https://graph.facebook.com/v23.0/1")) == (
-        "https://graph.facebook.com/v23.0/1")
+        "https://graph.facebook.com/v23.0/1"
+    )
 
 
 # -- the scrubber ----------------------------------------------------------------------------
@@ -141,8 +158,10 @@ def test_flow_url_follows_the_listener():
 def test_scrubber_learns_long_credentials_from_traffic():
     scrubber = _scrubber("short-one")
     assert scrubber.secrets() == (APP_SECRET, "short-one")
-    f = _flow(f"https://graph.facebook.com/v23.0/me?access_token={TOKEN[::-1]}&x=tiny",
-              headers=(("Authorization", f"Bearer {TOKEN}"),))
+    f = _flow(
+        f"https://graph.facebook.com/v23.0/me?access_token={TOKEN[::-1]}&x=tiny",
+        headers=(("Authorization", f"Bearer {TOKEN}"),),
+    )
     scrubber.learn(f.request, header_pairs(f.request))
     learned = scrubber.secrets()
     assert set(learned[:2]) == {TOKEN, TOKEN[::-1]}  # longest first
@@ -165,10 +184,15 @@ def test_scrubber_clean_pseudonymises_when_asked():
 
 
 def test_a_graph_send_is_scrubbed():
-    send = json.dumps({"messaging_product": "whatsapp", "to": USER, "type": "text",
-                       "text": {"body": "hi"}}).encode()
-    f = _flow(f"https://graph.facebook.com/v23.0/{PHONE_ID}/messages?access_token={TOKEN}",
-              method="POST", headers=(("Authorization", f"Bearer {TOKEN}"),), body=send)
+    send = json.dumps(
+        {"messaging_product": "whatsapp", "to": USER, "type": "text", "text": {"body": "hi"}}
+    ).encode()
+    f = _flow(
+        f"https://graph.facebook.com/v23.0/{PHONE_ID}/messages?access_token={TOKEN}",
+        method="POST",
+        headers=(("Authorization", f"Bearer {TOKEN}"),),
+        body=send,
+    )
     pending = scrub_flow(f, Kind.GRAPH, _scrubber(), {}, {})
     x = pending.exchange
     assert pending.kind is Kind.GRAPH and x.kind is Kind.GRAPH
@@ -190,18 +214,35 @@ def test_a_media_lookup_is_annotated_with_what_it_answered():
 
 def test_a_rewritten_lookup_stores_what_the_upstream_answered():
     f = _flow(f"https://graph.facebook.com/v23.0/{MEDIA_ID}", resp_body=b'{"url":"http://x/1"}')
-    pending = scrub_flow(f, Kind.GRAPH, _scrubber(), {}, {}, media_rewrite="http://127.0.0.1:8082",
-                         original_response=b'{"url":"https://y/1"}')
+    pending = scrub_flow(
+        f,
+        Kind.GRAPH,
+        _scrubber(),
+        {},
+        {},
+        media_rewrite="http://127.0.0.1:8082",
+        original_response=b'{"url":"https://y/1"}',
+    )
     assert pending.exchange.response_body == b'{"url":"https://y/1"}'
     assert pending.exchange.annotations["media_url_rewritten"] == "http://127.0.0.1:8082"
 
 
 def test_a_webhook_carries_its_events_and_signature_state():
-    body = w.dumps(w.inbound_webhook(ACCOUNT, w.message(
-        "text", USER, w.text_body("hello"), wamid=new_wamid(USER), timestamp="1749416383")))
-    f = _flow("http://127.0.0.1:8000/webhook", method="POST", body=body,
-              headers=((signature.HEADER, signature.sign(APP_SECRET, body)),),
-              resp_body=b"EVENT_RECEIVED")
+    body = w.dumps(
+        w.inbound_webhook(
+            ACCOUNT,
+            w.message(
+                "text", USER, w.text_body("hello"), wamid=new_wamid(USER), timestamp="1749416383"
+            ),
+        )
+    )
+    f = _flow(
+        "http://127.0.0.1:8000/webhook",
+        method="POST",
+        body=body,
+        headers=((signature.HEADER, signature.sign(APP_SECRET, body)),),
+        resp_body=b"EVENT_RECEIVED",
+    )
     pending = scrub_flow(f, Kind.WEBHOOK, _scrubber(), {}, {})
     assert pending.exchange.annotations == {"signature": "valid"}
     assert [(e.category, e.type) for e in pending.events] == [("message", "text")]
@@ -213,8 +254,11 @@ def test_a_webhook_carries_its_events_and_signature_state():
 
 
 def test_a_download_sets_its_bytes_apart():
-    f = _flow(MEDIA_URL, resp_body=JPEG,
-              resp_headers=(("Content-Type", "image/jpeg"), ("Content-Length", str(len(JPEG)))))
+    f = _flow(
+        MEDIA_URL,
+        resp_body=JPEG,
+        resp_headers=(("Content-Type", "image/jpeg"), ("Content-Length", str(len(JPEG)))),
+    )
     sha = hashlib.sha256(JPEG).hexdigest()
     meta = {MEDIA_ID: MediaMeta(MEDIA_ID, sha, "image/jpeg")}
     pending = scrub_flow(f, Kind.MEDIA, _scrubber(), {MEDIA_ID: MEDIA_ID}, meta)
@@ -222,8 +266,12 @@ def test_a_download_sets_its_bytes_apart():
     assert (pending.media_mime, pending.expected_sha256) == ("image/jpeg", sha)
     x = pending.exchange
     assert x.response_body == b"" and ("Content-Length", str(len(JPEG))) in x.response_headers
-    assert x.annotations == {"media_sha256": sha, "media_size": str(len(JPEG)),
-                             "mime_type": "image/jpeg", "media_id": MEDIA_ID}
+    assert x.annotations == {
+        "media_sha256": sha,
+        "media_size": str(len(JPEG)),
+        "mime_type": "image/jpeg",
+        "media_id": MEDIA_ID,
+    }
     assert "hash=" not in x.url and f"mid={MEDIA_ID}" in x.url
 
 

@@ -75,58 +75,112 @@ def _flow(
     return f
 
 
-def webhook_flow(body: bytes, sig: str | None = "sign", *, secret: str = APP_SECRET) -> http.HTTPFlow:
+def webhook_flow(
+    body: bytes, sig: str | None = "sign", *, secret: str = APP_SECRET
+) -> http.HTTPFlow:
     headers = [("Content-Type", "application/json"), ("User-Agent", "facebookexternalua")]
     if sig == "sign":
         sig = signature.sign(secret, body)
     if sig is not None:
-        headers += [(signature.HEADER, sig), (signature.LEGACY_HEADER, signature.sign_sha1(secret, body))]
-    return _flow(BOT, method="POST", headers=tuple(headers), body=body,
-                 resp_headers=(("Content-Type", "text/plain"),), resp_body=b"EVENT_RECEIVED",
-                 mode=WEBHOOK_LISTENER)
+        headers += [
+            (signature.HEADER, sig),
+            (signature.LEGACY_HEADER, signature.sign_sha1(secret, body)),
+        ]
+    return _flow(
+        BOT,
+        method="POST",
+        headers=tuple(headers),
+        body=body,
+        resp_headers=(("Content-Type", "text/plain"),),
+        resp_body=b"EVENT_RECEIVED",
+        mode=WEBHOOK_LISTENER,
+    )
 
 
-def graph_flow(path: str, body: bytes = b"", resp_body: bytes = b"{}", *, method: str | None = None,
-               status: int = 200) -> http.HTTPFlow:
+def graph_flow(
+    path: str,
+    body: bytes = b"",
+    resp_body: bytes = b"{}",
+    *,
+    method: str | None = None,
+    status: int = 200,
+) -> http.HTTPFlow:
     method = method or ("POST" if body else "GET")
     headers = [("Authorization", f"Bearer {TOKEN}")]
     if body:
         headers.append(("Content-Type", "application/json"))
-    return _flow(f"https://graph.facebook.com{path}", method=method, headers=tuple(headers),
-                 body=body, status=status, resp_body=resp_body)
+    return _flow(
+        f"https://graph.facebook.com{path}",
+        method=method,
+        headers=tuple(headers),
+        body=body,
+        status=status,
+        resp_body=resp_body,
+    )
 
 
-def media_flow(url: str = MEDIA_URL, data: bytes = JPEG, *, mode: str | None = MEDIA_LISTENER) -> http.HTTPFlow:
-    return _flow(url, headers=(("Authorization", f"Bearer {TOKEN}"), ("User-Agent", "curl/8.5")),
-                 resp_headers=(("Content-Type", "image/jpeg"), ("Content-Length", str(len(data)))),
-                 resp_body=data, mode=mode)
+def media_flow(
+    url: str = MEDIA_URL, data: bytes = JPEG, *, mode: str | None = MEDIA_LISTENER
+) -> http.HTTPFlow:
+    return _flow(
+        url,
+        headers=(("Authorization", f"Bearer {TOKEN}"), ("User-Agent", "curl/8.5")),
+        resp_headers=(("Content-Type", "image/jpeg"), ("Content-Length", str(len(data)))),
+        resp_body=data,
+        mode=mode,
+    )
 
 
 def inbound_image(sha_b64: str, *, user: str = USER, name: str = "Zoë Ølsen") -> bytes:
-    msg = w.message("image", user, w.media_body("image", MEDIA_ID, "image/jpeg", sha_b64),
-                    wamid=new_wamid(user), timestamp="1749416383")
+    msg = w.message(
+        "image",
+        user,
+        w.media_body("image", MEDIA_ID, "image/jpeg", sha_b64),
+        wamid=new_wamid(user),
+        timestamp="1749416383",
+    )
     return w.dumps(w.inbound_webhook(ACCOUNT, msg, profile_name=name))
 
 
 def text_webhook(user: str = USER) -> bytes:
-    msg = w.message("text", user, w.text_body("hello"), wamid=new_wamid(user), timestamp="1749416383")
+    msg = w.message(
+        "text", user, w.text_body("hello"), wamid=new_wamid(user), timestamp="1749416383"
+    )
     return w.dumps(w.inbound_webhook(ACCOUNT, msg))
 
 
 def send_body(to: str = USER) -> bytes:
-    return json.dumps({"messaging_product": "whatsapp", "to": to, "type": "text",
-                       "text": {"body": "Yes, in blue."}}).encode()
+    return json.dumps(
+        {
+            "messaging_product": "whatsapp",
+            "to": to,
+            "type": "text",
+            "text": {"body": "Yes, in blue."},
+        }
+    ).encode()
 
 
 def send_answer(to: str, wamid: str) -> bytes:
-    return json.dumps({"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}],
-                       "messages": [{"id": wamid}]}).encode()
+    return json.dumps(
+        {
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": to, "wa_id": to}],
+            "messages": [{"id": wamid}],
+        }
+    ).encode()
 
 
 def metadata_body(url: str = MEDIA_URL, data: bytes = JPEG) -> bytes:
-    return json.dumps({"messaging_product": "whatsapp", "url": url, "mime_type": "image/jpeg",
-                       "sha256": hashlib.sha256(data).hexdigest(), "file_size": str(len(data)),
-                       "id": MEDIA_ID}).encode()
+    return json.dumps(
+        {
+            "messaging_product": "whatsapp",
+            "url": url,
+            "mime_type": "image/jpeg",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "file_size": str(len(data)),
+            "id": MEDIA_ID,
+        }
+    ).encode()
 
 
 # -- fixtures ---------------------------------------------------------------------------
@@ -176,7 +230,9 @@ async def test_mode_new_refuses_an_existing_cassette(db):
         store.create_cassette("c")
     recorder = Recorder()
     with taddons.context(recorder) as tctx:
-        with pytest.raises(exceptions.OptionsError, match="cassette c exists; use --mode append or overwrite"):
+        with pytest.raises(
+            exceptions.OptionsError, match="cassette c exists; use --mode append or overwrite"
+        ):
             configure(tctx, recorder, db)
         assert recorder.store is None
         assert tctx.options.pseudowa_cassette == ""  # rolled back
@@ -321,9 +377,15 @@ async def test_webhook_post_is_recorded_with_events_and_signature_state(tmp_path
     with taddons.context(recorder) as tctx:
         configure(tctx, recorder, db)
         body = inbound_image(w.sha256_b64(JPEG))
-        statuses = w.dumps(w.status_webhook(ACCOUNT, [
-            w.status("wamid.out1", "sent", USER, timestamp="1749416390"),
-            w.status("wamid.out1", "delivered", USER, timestamp="1749416391")]))
+        statuses = w.dumps(
+            w.status_webhook(
+                ACCOUNT,
+                [
+                    w.status("wamid.out1", "sent", USER, timestamp="1749416390"),
+                    w.status("wamid.out1", "delivered", USER, timestamp="1749416391"),
+                ],
+            )
+        )
         await tctx.cycle(recorder, webhook_flow(body))
         await tctx.cycle(recorder, webhook_flow(statuses, signature.forge(statuses)))
         await tctx.cycle(recorder, webhook_flow(text_webhook(), None))
@@ -342,7 +404,11 @@ async def test_webhook_post_is_recorded_with_events_and_signature_state(tmp_path
         events = store.events("c")
         info = store.get_cassette("c")
     assert [(e.category, e.type) for e in events] == [
-        ("message", "image"), ("status", "sent"), ("status", "delivered"), ("message", "text")]
+        ("message", "image"),
+        ("status", "sent"),
+        ("status", "delivered"),
+        ("message", "text"),
+    ]
     assert events[0].media_id == MEDIA_ID and events[0].media_sha256 == w.sha256_b64(JPEG)
     assert events[0].interaction_seq == 0 and events[3].interaction_seq == 2
     assert info.phone_number_ids == (PHONE_ID,)
@@ -362,9 +428,12 @@ async def test_verify_handshake_is_recorded_without_the_token(tmp_path, db):
     recorder = Recorder()
     with taddons.context(recorder) as tctx:
         configure(tctx, recorder, db, pseudowa_secrets=[])  # the token is learned from the URL
-        f = _flow(f"{BOT}?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={VERIFY}",
-                  resp_headers=(("Content-Type", "text/plain"),), resp_body=b"1158201444",
-                  mode=WEBHOOK_LISTENER)
+        f = _flow(
+            f"{BOT}?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={VERIFY}",
+            resp_headers=(("Content-Type", "text/plain"),),
+            resp_body=b"1158201444",
+            mode=WEBHOOK_LISTENER,
+        )
         await tctx.cycle(recorder, f)
         await recorder.done()
     (x,) = stored(db)
@@ -385,8 +454,11 @@ async def test_graph_send_is_recorded_scrubbed(tmp_path, db):
     with taddons.context(recorder) as tctx:
         configure(tctx, recorder, db)
         wamid = new_wamid(USER)
-        f = graph_flow(f"/v23.0/{PHONE_ID}/messages?access_token={TOKEN}", send_body(),
-                       send_answer(USER, wamid))
+        f = graph_flow(
+            f"/v23.0/{PHONE_ID}/messages?access_token={TOKEN}",
+            send_body(),
+            send_answer(USER, wamid),
+        )
         await tctx.cycle(recorder, f)
         await recorder.done()
     (x,) = stored(db)
@@ -410,24 +482,40 @@ async def test_secrets_never_reach_the_database(tmp_path, db):
         exchange = graph_flow(
             f"/v23.0/oauth/access_token?grant_type=fb_exchange_token&client_id=1"
             f"&client_secret={APP_SECRET}&fb_exchange_token={TOKEN}",
-            resp_body=b'{"access_token":"EAAnewLongLivedToken987","token_type":"bearer"}')
-        echo = graph_flow(f"/v23.0/{PHONE_ID}/messages",
-                          json.dumps({"to": USER, "type": "text",
-                                      "text": {"body": f"debug {TOKEN} {APP_SECRET} {VERIFY}"}}).encode(),
-                          resp_body=json.dumps({"error": {"message": f"bad token {TOKEN}"}}).encode(),
-                          status=400)
+            resp_body=b'{"access_token":"EAAnewLongLivedToken987","token_type":"bearer"}',
+        )
+        echo = graph_flow(
+            f"/v23.0/{PHONE_ID}/messages",
+            json.dumps(
+                {
+                    "to": USER,
+                    "type": "text",
+                    "text": {"body": f"debug {TOKEN} {APP_SECRET} {VERIFY}"},
+                }
+            ).encode(),
+            resp_body=json.dumps({"error": {"message": f"bad token {TOKEN}"}}).encode(),
+            status=400,
+        )
         signed = text_webhook()
         for f in (exchange, echo, webhook_flow(signed), media_flow()):
             await tctx.cycle(recorder, f)
         await recorder.done()
     data = db_bytes(tmp_path)
-    for secret in (TOKEN, APP_SECRET, VERIFY, "EAAnewLongLivedToken987",
-                   signature.sign(APP_SECRET, signed), "ARnJzQx2wYQ1u6Nf"):
+    for secret in (
+        TOKEN,
+        APP_SECRET,
+        VERIFY,
+        "EAAnewLongLivedToken987",
+        signature.sign(APP_SECRET, signed),
+        "ARnJzQx2wYQ1u6Nf",
+    ):
         assert secret.encode() not in data, secret
     assert b"Bearer" not in data
     x = stored(db)
-    assert x[0].url == ("https://graph.facebook.com/v23.0/oauth/access_token?grant_type=fb_exchange_token"
-                        "&client_id=1&client_secret=REDACTED&fb_exchange_token=REDACTED")
+    assert x[0].url == (
+        "https://graph.facebook.com/v23.0/oauth/access_token?grant_type=fb_exchange_token"
+        "&client_id=1&client_secret=REDACTED&fb_exchange_token=REDACTED"
+    )
     assert json.loads(x[0].response_body) == {"token_type": "bearer"}
     assert b"debug REDACTED REDACTED REDACTED" in x[1].request_body
 
@@ -446,16 +534,27 @@ async def test_media_lookup_and_download(tmp_path, db, caplog):
         await recorder.done()
 
     hook, meta, media = stored(db)
-    assert meta.kind == "graph" and meta.annotations == {"media_id": MEDIA_ID, "mime_type": "image/jpeg"}
+    assert meta.kind == "graph" and meta.annotations == {
+        "media_id": MEDIA_ID,
+        "mime_type": "image/jpeg",
+    }
     assert json.loads(meta.response_body)["url"] == (
-        f"https://lookaside.fbsbx.com/whatsapp_business/attachments/?mid={MEDIA_ID}&source=getMedia")
+        f"https://lookaside.fbsbx.com/whatsapp_business/attachments/?mid={MEDIA_ID}&source=getMedia"
+    )
     assert media.kind == "media"
-    assert media.url == f"https://lookaside.fbsbx.com/whatsapp_business/attachments/?mid={MEDIA_ID}&source=getMedia"
+    assert (
+        media.url
+        == f"https://lookaside.fbsbx.com/whatsapp_business/attachments/?mid={MEDIA_ID}&source=getMedia"
+    )
     assert media.response_body == b""
     sha = hashlib.sha256(JPEG).hexdigest()
-    assert media.annotations == {"media_id": MEDIA_ID, "media_sha256": sha,
-                                 "media_size": str(len(JPEG)), "mime_type": "image/jpeg",
-                                 "sha256": "match"}
+    assert media.annotations == {
+        "media_id": MEDIA_ID,
+        "media_sha256": sha,
+        "media_size": str(len(JPEG)),
+        "mime_type": "image/jpeg",
+        "sha256": "match",
+    }
     assert ("Content-Length", str(len(JPEG))) in media.response_headers
     with CassetteStore.open(db) as store:
         link = store.media("c", MEDIA_ID)
@@ -470,7 +569,9 @@ async def test_media_mismatch_is_flagged(db, caplog):
     recorder = Recorder()
     with taddons.context(recorder) as tctx:
         configure(tctx, recorder, db)
-        await tctx.cycle(recorder, webhook_flow(inbound_image(w.sha256_b64(b"what Meta announced"))))
+        await tctx.cycle(
+            recorder, webhook_flow(inbound_image(w.sha256_b64(b"what Meta announced")))
+        )
         await tctx.cycle(recorder, graph_flow(f"/v23.0/{MEDIA_ID}", resp_body=metadata_body()))
         with caplog.at_level(logging.WARNING):
             await tctx.cycle(recorder, media_flow(data=JPEG))
@@ -531,15 +632,23 @@ async def test_media_url_rewrite(db):
 async def test_download_url_handed_out_on_the_graph_host_is_media(db):
     recorder = Recorder()
     with taddons.context(recorder) as tctx:
-        configure(tctx, recorder, db, pseudowa_source="sandbox",
-                  pseudowa_graph_upstreams=["http://127.0.0.1:8080"])
+        configure(
+            tctx,
+            recorder,
+            db,
+            pseudowa_source="sandbox",
+            pseudowa_graph_upstreams=["http://127.0.0.1:8080"],
+        )
         url = f"http://127.0.0.1:8080/media/download/{MEDIA_ID}"
-        await tctx.cycle(recorder, _flow(f"http://127.0.0.1:8080/media/{MEDIA_ID}",
-                                         resp_body=metadata_body(url)))
+        await tctx.cycle(
+            recorder, _flow(f"http://127.0.0.1:8080/media/{MEDIA_ID}", resp_body=metadata_body(url))
+        )
         await tctx.cycle(recorder, media_flow(url, mode=None))
         await recorder.done()
     assert [(x.kind, x.annotations.get("sha256")) for x in stored(db)] == [
-        ("graph", None), ("media", "match")]
+        ("graph", None),
+        ("media", "match"),
+    ]
 
 
 async def test_flows_are_classified_by_the_listener_they_came_through(db):
@@ -547,12 +656,23 @@ async def test_flows_are_classified_by_the_listener_they_came_through(db):
     graph, media = "http://127.0.0.1:8080", "http://127.0.0.1:8081"
     recorder = Recorder()
     with taddons.context(recorder) as tctx:
-        configure(tctx, recorder, db, pseudowa_graph_upstreams=[graph],
-                  pseudowa_media_upstreams=[media], pseudowa_media_hosts=[])
+        configure(
+            tctx,
+            recorder,
+            db,
+            pseudowa_graph_upstreams=[graph],
+            pseudowa_media_upstreams=[media],
+            pseudowa_media_hosts=[],
+        )
         graph_listener, media_listener = f"reverse:{graph}@9001", f"reverse:{media}@9002"
-        send = _flow(f"{graph}/v23.0/{PHONE_ID}/messages", method="POST",
-                     headers=(("Authorization", f"Bearer {TOKEN}"),), body=send_body(),
-                     resp_body=send_answer(USER, "wamid.X"), mode=graph_listener)
+        send = _flow(
+            f"{graph}/v23.0/{PHONE_ID}/messages",
+            method="POST",
+            headers=(("Authorization", f"Bearer {TOKEN}"),),
+            body=send_body(),
+            resp_body=send_answer(USER, "wamid.X"),
+            mode=graph_listener,
+        )
         # A download at a path that says nothing, with no look-up before it.
         download = media_flow(f"{media}/blobs/opaque-4711", mode=media_listener)
         hook = webhook_flow(text_webhook())  # through the webhook listener to 127.0.0.1:8000
@@ -567,8 +687,10 @@ async def test_flows_are_classified_by_the_listener_they_came_through(db):
 
 def test_bad_media_upstream(db):
     recorder = Recorder()
-    with taddons.context(recorder) as tctx, pytest.raises(exceptions.OptionsError,
-                                                          match="unsupported scheme"):
+    with (
+        taddons.context(recorder) as tctx,
+        pytest.raises(exceptions.OptionsError, match="unsupported scheme"),
+    ):
         configure(tctx, recorder, db, pseudowa_media_upstreams=["ftp://127.0.0.1"])
 
 
@@ -583,8 +705,13 @@ async def test_pseudonymized_cassette_is_consistent(tmp_path, db):
         flows = [
             webhook_flow(inbound_image(w.sha256_b64(JPEG), name="Zoë Ølsen")),
             graph_flow(f"/v23.0/{PHONE_ID}/messages", send_body(), send_answer(USER, out_wamid)),
-            webhook_flow(w.dumps(w.status_webhook(
-                ACCOUNT, [w.status(out_wamid, "delivered", USER, timestamp="1749416390")]))),
+            webhook_flow(
+                w.dumps(
+                    w.status_webhook(
+                        ACCOUNT, [w.status(out_wamid, "delivered", USER, timestamp="1749416390")]
+                    )
+                )
+            ),
             graph_flow(f"/v23.0/{MEDIA_ID}", resp_body=metadata_body()),
             media_flow(),
         ]
@@ -635,8 +762,10 @@ async def test_cassette_order_is_completion_order(db):
     recorder = Recorder()
     with taddons.context(recorder) as tctx:
         configure(tctx, recorder, db)
-        flows = [graph_flow(f"/v23.0/{PHONE_ID}/messages", send_body(f"1650555{i:04d}"))
-                 for i in range(6)]
+        flows = [
+            graph_flow(f"/v23.0/{PHONE_ID}/messages", send_body(f"1650555{i:04d}"))
+            for i in range(6)
+        ]
         for f in flows:
             recorder.requestheaders(f)
             recorder.request(f)
@@ -644,7 +773,9 @@ async def test_cassette_order_is_completion_order(db):
         await asyncio.gather(*(recorder.response(f) for f in reversed(flows)))
         await recorder.done()
     x = stored(db)
-    assert [json.loads(e.request_body)["to"] for e in x] == [f"1650555{i:04d}" for i in reversed(range(6))]
+    assert [json.loads(e.request_body)["to"] for e in x] == [
+        f"1650555{i:04d}" for i in reversed(range(6))
+    ]
     assert [e.seq for e in x] == list(range(6))
     assert [f.metadata["pseudowa_recorded"] for f in flows] == list(reversed(range(6)))
 
@@ -705,7 +836,10 @@ async def test_a_failed_write_stops_the_recording(db, caplog):
         await asyncio.sleep(0)  # Master.shutdown() sets should_exit via call_soon_threadsafe
         assert tctx.master.should_exit.is_set()
         assert recorder.failed is not None
-        assert "recording stopped: could not write to the cassette store: no cassette named 'c'" in caplog.text
+        assert (
+            "recording stopped: could not write to the cassette store: no cassette named 'c'"
+            in caplog.text
+        )
         assert f.error is not None and f.error.msg == f.error.KILLED_MESSAGE  # not let through
         # Later traffic is not let through unrecorded either.
         later = graph_flow(f"/v23.0/{PHONE_ID}/messages", send_body())
@@ -735,7 +869,9 @@ async def test_a_store_that_raises_stops_the_recording(db, caplog, monkeypatch):
 
 
 def _sends(n: int) -> list[http.HTTPFlow]:
-    return [graph_flow(f"/v23.0/{PHONE_ID}/messages", send_body(f"1650555{i:04d}")) for i in range(n)]
+    return [
+        graph_flow(f"/v23.0/{PHONE_ID}/messages", send_body(f"1650555{i:04d}")) for i in range(n)
+    ]
 
 
 def _count_appends(monkeypatch) -> list[int]:
@@ -772,8 +908,12 @@ async def test_batches_keep_the_order_around_downloads_and_webhooks(db):
     with taddons.context(recorder) as tctx:
         configure(tctx, recorder, db)
         await tctx.cycle(recorder, graph_flow(f"/v23.0/{MEDIA_ID}", resp_body=metadata_body()))
-        flows = [graph_flow(f"/v23.0/{PHONE_ID}/messages", send_body()), media_flow(),
-                 webhook_flow(inbound_image(w.sha256_b64(JPEG))), *_sends(2)]
+        flows = [
+            graph_flow(f"/v23.0/{PHONE_ID}/messages", send_body()),
+            media_flow(),
+            webhook_flow(inbound_image(w.sha256_b64(JPEG))),
+            *_sends(2),
+        ]
         await asyncio.gather(*(tctx.cycle(recorder, f) for f in flows))
         await recorder.done()
     x = stored(db)
@@ -802,7 +942,10 @@ async def test_a_failed_batch_kills_its_flows_and_all_queued_after(db, monkeypat
         assert calls == [3]  # one attempt for the batch, none for each flow after it
         assert all(f.error is not None and f.error.msg == f.error.KILLED_MESSAGE for f in flows)
         assert all("pseudowa_recorded" not in f.metadata for f in flows)
-        assert caplog.text.count("recording stopped: could not write to the cassette store: disk full") == 1
+        assert (
+            caplog.text.count("recording stopped: could not write to the cassette store: disk full")
+            == 1
+        )
         await asyncio.sleep(0)
         assert tctx.master.should_exit.is_set()
         later = _sends(1)[0]

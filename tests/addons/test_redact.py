@@ -129,8 +129,10 @@ def test_scrub_body_replaces_json_escaped_secrets():
 
 def test_scrub_body_drops_access_token_keys_at_any_depth():
     body = json.dumps(
-        {"data": [{"id": "1", "access_token": "PAGE-TOKEN", "nested": {"access_token": "x"}}],
-         "access_token": "top"},
+        {
+            "data": [{"id": "1", "access_token": "PAGE-TOKEN", "nested": {"access_token": "x"}}],
+            "access_token": "top",
+        },
         indent=2,
     ).encode()
     out = redact.scrub_body(body, [])
@@ -140,8 +142,14 @@ def test_scrub_body_drops_access_token_keys_at_any_depth():
 
 def test_scrub_body_scrubs_media_metadata_url():
     body = json.dumps(
-        {"messaging_product": "whatsapp", "url": MEDIA_URL, "mime_type": "image/jpeg",
-         "sha256": "ab" * 32, "file_size": "303833", "id": MEDIA_ID}
+        {
+            "messaging_product": "whatsapp",
+            "url": MEDIA_URL,
+            "mime_type": "image/jpeg",
+            "sha256": "ab" * 32,
+            "file_size": "303833",
+            "id": MEDIA_ID,
+        }
     ).encode()
     out = json.loads(redact.scrub_body(body, [TOKEN]))
     assert out["url"] == redact.scrub_url(MEDIA_URL)
@@ -198,22 +206,38 @@ def _conversation(user: str = USER, name: str = "Zoë Ølsen"):
     inbound = w.dumps(
         w.inbound_webhook(
             ACCOUNT,
-            w.message("text", user, w.text_body("Does it come in another color?"),
-                      wamid=inbound_wamid, timestamp="1749416383",
-                      context={"from": ACCOUNT.display_phone_number, "id": new_wamid(user)}),
+            w.message(
+                "text",
+                user,
+                w.text_body("Does it come in another color?"),
+                wamid=inbound_wamid,
+                timestamp="1749416383",
+                context={"from": ACCOUNT.display_phone_number, "id": new_wamid(user)},
+            ),
             profile_name=name,
         )
     )
     send = json.dumps(
-        {"messaging_product": "whatsapp", "recipient_type": "individual", "to": user,
-         "context": {"message_id": inbound_wamid}, "type": "text", "text": {"body": "Yes!"}}
+        {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": user,
+            "context": {"message_id": inbound_wamid},
+            "type": "text",
+            "text": {"body": "Yes!"},
+        }
     ).encode()
     answer = json.dumps(
-        {"messaging_product": "whatsapp", "contacts": [{"input": user, "wa_id": user}],
-         "messages": [{"id": outbound_wamid}]}
+        {
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": user, "wa_id": user}],
+            "messages": [{"id": outbound_wamid}],
+        }
     ).encode()
     status = w.dumps(
-        w.status_webhook(ACCOUNT, [w.status(outbound_wamid, "delivered", user, timestamp="1749416390")])
+        w.status_webhook(
+            ACCOUNT, [w.status(outbound_wamid, "delivered", user, timestamp="1749416390")]
+        )
     )
     return inbound, send, answer, status, inbound_wamid, outbound_wamid
 
@@ -221,9 +245,7 @@ def _conversation(user: str = USER, name: str = "Zoë Ølsen"):
 def test_pseudonymizer_is_consistent_across_webhooks_sends_and_answers():
     p = Pseudonymizer()
     inbound, send, answer, status, in_wamid, out_wamid = _conversation()
-    inbound2, send2, answer2, status2 = (
-        p.rewrite_body(b) for b in (inbound, send, answer, status)
-    )
+    inbound2, send2, answer2, status2 = (p.rewrite_body(b) for b in (inbound, send, answer, status))
     fake = p.phone(USER)
     assert fake != USER and len(fake) == len(USER) and fake.startswith("1555")
 
@@ -324,8 +346,14 @@ def test_reserved_fakes_are_not_issued_again():
 
 def test_contact_cards_are_pseudonymized():
     p = Pseudonymizer()
-    card = {"contacts": [{"name": {"formatted_name": "Ann"},
-                          "phones": [{"phone": "+1 650-555-1234", "wa_id": USER, "type": "CELL"}]}]}
+    card = {
+        "contacts": [
+            {
+                "name": {"formatted_name": "Ann"},
+                "phones": [{"phone": "+1 650-555-1234", "wa_id": USER, "type": "CELL"}],
+            }
+        ]
+    }
     out = p.rewrite(card)
     phone = out["contacts"][0]["phones"][0]
     fake = p.phone(USER)
@@ -337,8 +365,16 @@ def test_contact_cards_are_pseudonymized():
 
 def test_rewrite_body_leaves_other_bodies_alone():
     p = Pseudonymizer()
-    media = json.dumps({"messaging_product": "whatsapp", "url": MEDIA_URL, "id": MEDIA_ID,
-                        "sha256": "ab" * 32, "file_size": "303833"}, indent=1).encode()
+    media = json.dumps(
+        {
+            "messaging_product": "whatsapp",
+            "url": MEDIA_URL,
+            "id": MEDIA_ID,
+            "sha256": "ab" * 32,
+            "file_size": "303833",
+        },
+        indent=1,
+    ).encode()
     for body in (b"EVENT_RECEIVED", b"\xff\xd8\xff\xe0JFIF", media, b'{"success":true}', b"[1, 2]"):
         assert p.rewrite_body(body) == body
     # Non-phone values in phone fields (a group id with letters) stay as they are.

@@ -15,11 +15,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from yarl import URL
 from mitmproxy import exceptions
 from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 from mitmproxy.test import tutils
+from yarl import URL
 
 from pseudowa.addons.redirect import REDIRECTED_FROM
 from pseudowa.addons.redirect import Redirect
@@ -46,28 +46,36 @@ def _redirect(addon: Redirect, url: str, **options: object) -> tflow.HTTPFlow:
         return flow
 
 
-@pytest.mark.parametrize("url", [
-    "https://graph.facebook.com/v23.0/106540352242922/messages?fields=id&b=%2F",
-    f"https://lookaside.fbsbx.com{DOWNLOAD}",
-    "http://graph.facebook.com/v23.0/1037543291543636",
-    "https://GRAPH.Facebook.com./v23.0/me",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://graph.facebook.com/v23.0/106540352242922/messages?fields=id&b=%2F",
+        f"https://lookaside.fbsbx.com{DOWNLOAD}",
+        "http://graph.facebook.com/v23.0/1037543291543636",
+        "https://GRAPH.Facebook.com./v23.0/me",
+    ],
+)
 def test_meta_hosts_go_to_the_target_with_path_and_query(url: str) -> None:
     addon = Redirect()
     flow = _redirect(addon, url, pseudowa_redirect_target=TARGET)
     path = url.split("/", 3)[3]
     assert flow.request.url == f"{TARGET}/{path}"
     assert flow.request.headers["Host"] == "127.0.0.1:8080"
-    assert flow.metadata[REDIRECTED_FROM] == url.replace("GRAPH.Facebook.com.", "graph.facebook.com.")
+    assert flow.metadata[REDIRECTED_FROM] == url.replace(
+        "GRAPH.Facebook.com.", "graph.facebook.com."
+    )
     assert addon.redirected == 1
 
 
-@pytest.mark.parametrize("url", [
-    "https://example.com/api?q=1",
-    "https://graph.facebook.com.evil.test/v23.0/me",
-    "https://facebook.com/v23.0/me",
-    "http://127.0.0.1:8000/webhook",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/api?q=1",
+        "https://graph.facebook.com.evil.test/v23.0/me",
+        "https://facebook.com/v23.0/me",
+        "http://127.0.0.1:8000/webhook",
+    ],
+)
 def test_other_hosts_pass_through_untouched(url: str) -> None:
     addon = Redirect()
     flow = _redirect(addon, url, pseudowa_redirect_target=TARGET)
@@ -78,17 +86,23 @@ def test_other_hosts_pass_through_untouched(url: str) -> None:
 
 def test_extra_hosts_are_redirected_too() -> None:
     addon = Redirect()
-    flow = _redirect(addon, "https://graph-video.facebook.com:8443/v23.0/x?y=1",
-                     pseudowa_redirect_target=TARGET,
-                     pseudowa_redirect_hosts=["Graph-Video.facebook.com"])
+    flow = _redirect(
+        addon,
+        "https://graph-video.facebook.com:8443/v23.0/x?y=1",
+        pseudowa_redirect_target=TARGET,
+        pseudowa_redirect_hosts=["Graph-Video.facebook.com"],
+    )
     assert flow.request.url == f"{TARGET}/v23.0/x?y=1"
     # Meta's own hosts stay redirected when others are added.
     assert addon.redirects("graph.facebook.com") and addon.redirects("lookaside.fbsbx.com")
 
 
 def test_https_target() -> None:
-    flow = _redirect(Redirect(), "https://graph.facebook.com/v23.0/me",
-                     pseudowa_redirect_target="https://fake.test")
+    flow = _redirect(
+        Redirect(),
+        "https://graph.facebook.com/v23.0/me",
+        pseudowa_redirect_target="https://fake.test",
+    )
     assert flow.request.url == "https://fake.test/v23.0/me"
     assert flow.request.headers["Host"] == "fake.test"
 
@@ -110,14 +124,17 @@ def test_a_flow_already_answered_is_left_alone() -> None:
     assert flow.request.host == "graph.facebook.com"
 
 
-@pytest.mark.parametrize(("options", "expected"), [
-    ({"pseudowa_redirect_target": "127.0.0.1:8080"}, "expected http://host:port"),
-    ({"pseudowa_redirect_target": "ftp://127.0.0.1:8080"}, "expected http://host:port"),
-    ({"pseudowa_redirect_target": "http://127.0.0.1:8080/v23.0"}, "no path"),
-    ({"pseudowa_redirect_target": "http://127.0.0.1:99999"}, "invalid port"),
-    ({"pseudowa_redirect_hosts": ["graph.facebook.com/v23.0"]}, "not a host name"),
-    ({"pseudowa_redirect_hosts": [""]}, "not a host name"),
-])
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"pseudowa_redirect_target": "127.0.0.1:8080"}, "expected http://host:port"),
+        ({"pseudowa_redirect_target": "ftp://127.0.0.1:8080"}, "expected http://host:port"),
+        ({"pseudowa_redirect_target": "http://127.0.0.1:8080/v23.0"}, "no path"),
+        ({"pseudowa_redirect_target": "http://127.0.0.1:99999"}, "invalid port"),
+        ({"pseudowa_redirect_hosts": ["graph.facebook.com/v23.0"]}, "not a host name"),
+        ({"pseudowa_redirect_hosts": [""]}, "not a host name"),
+    ],
+)
 def test_bad_options_are_refused(options: dict[str, object], expected: str) -> None:
     addon = Redirect()
     with taddons.context(addon) as tctx:
@@ -162,16 +179,23 @@ async def test_through_mitmproxy_with_its_ca(
     fake_port, fake_seen, other_port, other_seen = servers
     lines: list[str] = []
     addon = Redirect()
-    proxy = ProxyThread(host="127.0.0.1", port=0, addons=[addon], confdir=str(tmp_path / "mitm"),
-                        options={"pseudowa_redirect_target": f"http://127.0.0.1:{fake_port}"},
-                        on_line=lines.append)
+    proxy = ProxyThread(
+        host="127.0.0.1",
+        port=0,
+        addons=[addon],
+        confdir=str(tmp_path / "mitm"),
+        options={"pseudowa_redirect_target": f"http://127.0.0.1:{fake_port}"},
+        on_line=lines.append,
+    )
     proxy_url = await proxy.start()
     try:
         assert proxy.bound_port and proxy_url == f"http://127.0.0.1:{proxy.bound_port}"
         trust = ssl.create_default_context(cafile=str(proxy.ca_cert_path))  # verification on
         async with aiohttp.ClientSession(proxy=proxy_url) as session:
-            for url in ("https://graph.facebook.com/v23.0/106540352242922/messages?a=1&b=%2F",
-                        f"https://lookaside.fbsbx.com{DOWNLOAD}"):
+            for url in (
+                "https://graph.facebook.com/v23.0/106540352242922/messages?a=1&b=%2F",
+                f"https://lookaside.fbsbx.com{DOWNLOAD}",
+            ):
                 # encoded=True: the client sends the URL as written (%2F stays), so this
                 # checks what the proxy forwards, not how the client normalises.
                 async with session.get(URL(url, encoded=True), ssl=trust) as resp:
@@ -183,8 +207,10 @@ async def test_through_mitmproxy_with_its_ca(
                 assert await resp.text() == f"other /health?x=1 127.0.0.1:{other_port}"
             # Without mitmproxy's CA, the client refuses the proxy's certificate.
             with pytest.raises(aiohttp.ClientConnectorCertificateError):
-                async with session.get("https://graph.facebook.com/v23.0/me",
-                                       ssl=ssl.create_default_context(cafile=str(_other_ca(tmp_path)))):
+                async with session.get(
+                    "https://graph.facebook.com/v23.0/me",
+                    ssl=ssl.create_default_context(cafile=str(_other_ca(tmp_path))),
+                ):
                     pass
     finally:
         await proxy.stop()
@@ -207,19 +233,31 @@ async def test_port_taken_is_one_line(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proxy = ProxyThread(host="127.0.0.1", port=port, addons=[Redirect()],
-                            options={}, confdir=str(tmp_path / "mitm"))
+        proxy = ProxyThread(
+            host="127.0.0.1",
+            port=port,
+            addons=[Redirect()],
+            options={},
+            confdir=str(tmp_path / "mitm"),
+        )
         with pytest.raises(UserError) as raised:
             await proxy.start()
     message = str(raised.value)
-    assert message == (f"cannot listen on 127.0.0.1:{port} for the proxy listener: "
-                       "Address already in use (choose another with --proxy-port)")
+    assert message == (
+        f"cannot listen on 127.0.0.1:{port} for the proxy listener: "
+        "Address already in use (choose another with --proxy-port)"
+    )
     await proxy.stop()
 
 
 async def test_bad_option_is_one_line(tmp_path: Path) -> None:
-    proxy = ProxyThread(host="127.0.0.1", port=0, addons=[Redirect()], confdir=str(tmp_path / "m"),
-                        options={"pseudowa_redirect_target": "http://127.0.0.1:8080/x"})
+    proxy = ProxyThread(
+        host="127.0.0.1",
+        port=0,
+        addons=[Redirect()],
+        confdir=str(tmp_path / "m"),
+        options={"pseudowa_redirect_target": "http://127.0.0.1:8080/x"},
+    )
     with pytest.raises(UserError, match="pseudowa_redirect_target: .*no path"):
         await proxy.start()
 

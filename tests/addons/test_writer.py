@@ -7,8 +7,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -31,34 +29,52 @@ DATA = b"\xff\xd8\xff\xe0 jpeg bytes"
 
 
 def send_body(to: str = USER) -> bytes:
-    return json.dumps({"messaging_product": "whatsapp", "to": to, "type": "text",
-                       "text": {"body": "Yes, in blue."}}).encode()
+    return json.dumps(
+        {
+            "messaging_product": "whatsapp",
+            "to": to,
+            "type": "text",
+            "text": {"body": "Yes, in blue."},
+        }
+    ).encode()
 
 
 def graph(to: str = USER, *, phone: str = "", version: str | None = None) -> Pending:
-    x = Exchange(kind=Kind.GRAPH, method="POST", url="https://graph.facebook.com/v23.0/1/messages",
-                 request_body=send_body(to), response_status=200)
+    x = Exchange(
+        kind=Kind.GRAPH,
+        method="POST",
+        url="https://graph.facebook.com/v23.0/1/messages",
+        request_body=send_body(to),
+        response_status=200,
+    )
     ids = frozenset({phone}) if phone else frozenset()
     return Pending(Kind.GRAPH, x, [], phone_number_ids=ids, graph_version=version)
 
 
 def download(media_id: str | None = MEDIA_ID, expected: str | None = None) -> Pending:
-    x = Exchange(kind=Kind.MEDIA, method="GET", url="https://lookaside.fbsbx.com/x",
-                 response_status=200, annotations={"mime_type": "image/jpeg"})
-    return Pending(Kind.MEDIA, x, [], media=DATA, media_id=media_id, media_mime="image/jpeg",
-                   expected_sha256=expected)
+    x = Exchange(
+        kind=Kind.MEDIA,
+        method="GET",
+        url="https://lookaside.fbsbx.com/x",
+        response_status=200,
+        annotations={"mime_type": "image/jpeg"},
+    )
+    return Pending(
+        Kind.MEDIA,
+        x,
+        [],
+        media=DATA,
+        media_id=media_id,
+        media_mime="image/jpeg",
+        expected_sha256=expected,
+    )
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/w.db"
-
-
-@pytest.fixture
-def store(db: str) -> Iterator[CassetteStore]:
-    with CassetteStore.open(db) as s:
-        s.create_cassette("c")
-        yield s
+def store(store: CassetteStore) -> CassetteStore:
+    """conftest's store, on each backend, with an empty cassette `c` to write into."""
+    store.create_cassette("c")
+    return store
 
 
 def stored(store: CassetteStore) -> list[Exchange]:
@@ -76,7 +92,9 @@ def test_record_modes_are_the_option_values():
 
 
 def test_record_mode_parse_names_what_was_wrong():
-    with pytest.raises(ValueError, match=r"invalid pseudowa_mode 'replace': use new, append, overwrite"):
+    with pytest.raises(
+        ValueError, match=r"invalid pseudowa_mode 'replace': use new, append, overwrite"
+    ):
         RecordMode.parse("replace", "pseudowa_mode")
     with pytest.raises(ValueError, match=r"invalid mode ''"):
         RecordMode.parse("")
@@ -95,7 +113,8 @@ async def test_writes_in_queue_order_and_reports_each(store):
     assert not writer.running
     assert seen == [(Kind.GRAPH, 0), (Kind.GRAPH, 1), (Kind.GRAPH, 2)]
     assert [json.loads(x.request_body)["to"] for x in stored(store)] == [
-        f"1650555{i:04d}" for i in range(3)]
+        f"1650555{i:04d}" for i in range(3)
+    ]
 
 
 async def test_what_queues_up_together_shares_a_transaction(store, monkeypatch):
@@ -126,8 +145,9 @@ async def test_a_failed_write_halts_the_writer(store, monkeypatch):
         raise StoreError("disk full")
 
     monkeypatch.setattr(CassetteStore, "append_many", broken)
-    results = await asyncio.gather(*(writer.enqueue(graph()) for _ in range(3)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(writer.enqueue(graph()) for _ in range(3)), return_exceptions=True
+    )
     assert isinstance(results[0], StoreError)  # the write that failed gets its error
     assert all(isinstance(r, NotWritten) for r in results[1:])  # the rest were not tried
     later = await asyncio.gather(writer.enqueue(graph()), return_exceptions=True)
@@ -186,11 +206,25 @@ def test_a_download_is_stored_once_as_a_blob(store):
 
 
 def test_a_download_checked_against_the_webhook_announcement(store, caplog):
-    body = w.dumps(w.inbound_webhook(w.BusinessAccount(), w.message(
-        "image", USER, w.media_body("image", MEDIA_ID, "image/jpeg", w.sha256_b64(b"other")),
-        wamid="wamid.in1", timestamp="1749416383")))
-    hook = Exchange(kind=Kind.WEBHOOK, method="POST", url="http://127.0.0.1:8000/webhook",
-                    request_body=body, response_status=200)
+    body = w.dumps(
+        w.inbound_webhook(
+            w.BusinessAccount(),
+            w.message(
+                "image",
+                USER,
+                w.media_body("image", MEDIA_ID, "image/jpeg", w.sha256_b64(b"other")),
+                wamid="wamid.in1",
+                timestamp="1749416383",
+            ),
+        )
+    )
+    hook = Exchange(
+        kind=Kind.WEBHOOK,
+        method="POST",
+        url="http://127.0.0.1:8000/webhook",
+        request_body=body,
+        response_status=200,
+    )
     events = w.events(w.parse(body))
     writer = BatchWriter(store, "c")
     with caplog.at_level(logging.WARNING):
@@ -217,8 +251,12 @@ def test_the_cassette_notes_phone_number_ids_and_the_graph_version(store, monkey
         return update(self, name, **kw)
 
     monkeypatch.setattr(CassetteStore, "update_cassette", noting)
-    writer.write_batch([graph(phone="106540352242922", version="v22.0"),
-                        graph(phone="106540352242922", version="v23.0")])
+    writer.write_batch(
+        [
+            graph(phone="106540352242922", version="v22.0"),
+            graph(phone="106540352242922", version="v23.0"),
+        ]
+    )
     writer.write_batch([graph(phone="106540352242922", version="v23.0")])  # nothing new
     info = store.get_cassette("c")
     assert info.phone_number_ids == ("106540352242922",) and info.graph_api_version == "v23.0"
@@ -231,15 +269,23 @@ def test_a_batch_stops_at_the_first_error(store):
     assert written == [] and isinstance(error, StoreError)
 
 
-async def test_batched_append_stores_what_a_single_append_stores(db):
+async def test_batched_append_stores_what_a_single_append_stores(store_url):
     """The store's executemany path and its one-row path give back the same exchange."""
-    x = Exchange(kind="graph", method="POST", url="https://graph.facebook.com/v23.0/1/messages",
-                 request_headers=[("Content-Type", "application/json"), ("X-Dup", "a"), ("X-Dup", "b")],
-                 request_body=send_body(), response_status=400,
-                 response_headers=[("Content-Type", "application/json")], response_body=b'{"error":1}',
-                 error="boom", started_at=1749416383.25, finished_at=1749416383.5,
-                 annotations={"media_id": MEDIA_ID})
-    with CassetteStore.open(db) as store:
+    x = Exchange(
+        kind="graph",
+        method="POST",
+        url="https://graph.facebook.com/v23.0/1/messages",
+        request_headers=[("Content-Type", "application/json"), ("X-Dup", "a"), ("X-Dup", "b")],
+        request_body=send_body(),
+        response_status=400,
+        response_headers=[("Content-Type", "application/json")],
+        response_body=b'{"error":1}',
+        error="boom",
+        started_at=1749416383.25,
+        finished_at=1749416383.5,
+        annotations={"media_id": MEDIA_ID},
+    )
+    with CassetteStore.open(store_url) as store:
         store.create_cassette("fast")
         store.create_cassette("slow")
         store.append("slow", x)
