@@ -29,19 +29,19 @@ from click.testing import CliRunner
 
 from pseudowa.proxy.cassette import seeds
 from pseudowa.proxy.cli.main import cli
-from pseudowa.proxy.sandbox.emitter import Delivery
-from pseudowa.proxy.sandbox.emitter import Emitter
-from pseudowa.proxy.sandbox.emitter import EmitterConfig
 from pseudowa.proxy.errors import UserError
-from pseudowa.proxy.sandbox.graph import FakeGraph
-from pseudowa.proxy.sandbox.graph import GraphConfig
 from pseudowa.proxy.mitm.record import Listeners
 from pseudowa.proxy.mitm.record import RecordOptions
 from pseudowa.proxy.mitm.record import record
-from pseudowa.storage.store import CassetteStore
-from pseudowa.proxy.testing.ports import free_ports as _free_ports
+from pseudowa.proxy.sandbox.emitter import Delivery
+from pseudowa.proxy.sandbox.emitter import Emitter
+from pseudowa.proxy.sandbox.emitter import EmitterConfig
+from pseudowa.proxy.sandbox.graph import FakeGraph
+from pseudowa.proxy.sandbox.graph import GraphConfig
 from pseudowa.proxy.testing.ports import free_port as _free_port
+from pseudowa.proxy.testing.ports import free_ports as _free_ports
 from pseudowa.proxy.testing.ports import wait_port as _wait_port
+from pseudowa.storage.store import CassetteStore
 
 TOKEN = "EAAtest-Access-Token-7c1f"
 SECRET = "app-Secret-5d2e"
@@ -66,11 +66,15 @@ class _Process:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
-    async def start(cls, args: list[str], env: dict[str, str] | None = None,
-                    cwd: Path | None = None) -> _Process:
+    async def start(
+        cls, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> _Process:
         proc = await asyncio.create_subprocess_exec(
-            *args, env={**os.environ, **(env or {})}, cwd=cwd,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            *args,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         return cls(proc)
 
@@ -96,8 +100,9 @@ class _Process:
                 if m := regex.search(line):
                     return m
             if self._reader.done():
-                raise AssertionError(f"exited without printing {pattern!r}:\n{self.output}\n"
-                                     f"{self.stderr.decode()}")
+                raise AssertionError(
+                    f"exited without printing {pattern!r}:\n{self.output}\n{self.stderr.decode()}"
+                )
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
@@ -128,8 +133,12 @@ async def _start_bot(graph_url: str) -> tuple[_Process, str]:
     port = _free_port()
     bot = await _Process.start(
         [sys.executable, "-m", "pseudowa.proxy.examples.example_bot", "--port", str(port)],
-        env={"WA_GRAPH_URL": graph_url, "WA_TOKEN": TOKEN, "WA_APP_SECRET": SECRET,
-             "WA_VERIFY_TOKEN": VT},
+        env={
+            "WA_GRAPH_URL": graph_url,
+            "WA_TOKEN": TOKEN,
+            "WA_APP_SECRET": SECRET,
+            "WA_VERIFY_TOKEN": VT,
+        },
     )
     try:
         await _wait_port(port)
@@ -155,8 +164,11 @@ async def test_record_image_round_trip_then_replay_passes_check(tmp_path: Path) 
     with CassetteStore.open(f"sqlite:///{tmp_path / 'meta.db'}") as meta_store:
         seed = seeds.image_seed(meta_store, "seed")
         image = meta_store.read_media(meta_store.media(seed, MEDIA_ID).sha256)
-        bodies = [x.request_body for x in meta_store.interactions(seed)
-                  if x.kind == "webhook" and x.method == "POST"]
+        bodies = [
+            x.request_body
+            for x in meta_store.interactions(seed)
+            if x.kind == "webhook" and x.method == "POST"
+        ]
         wamid = meta_store.events(seed, category="message")[0].wamid
         meta = FakeGraph(GraphConfig(access_token=TOKEN), store=meta_store, cassette=seed)
         meta_url = await meta.start("127.0.0.1", 0)
@@ -167,19 +179,55 @@ async def test_record_image_round_trip_then_replay_passes_check(tmp_path: Path) 
         procs: list[_Process] = []
         try:
             started = time.monotonic()
-            recorder = await _Process.start([
-                *CLI, "record", "rec", "--db", db, "--source", "sandbox",
-                "--bot-webhook", f"http://127.0.0.1:{bot_port}/webhook",
-                "--graph-upstream", meta_url, "--media-upstream", meta_url,
-                "--webhook-port", str(p1), "--graph-port", str(p2), "--media-port", str(p3),
-                "--proxy-port", str(p4), "--confdir", str(tmp_path / "mitmproxy"),
-                "--app-secret", SECRET, "--access-token", TOKEN, "--verify-token", VT,
-            ], cwd=tmp_path)
+            recorder = await _Process.start(
+                [
+                    *CLI,
+                    "record",
+                    "rec",
+                    "--db",
+                    db,
+                    "--source",
+                    "sandbox",
+                    "--bot-webhook",
+                    f"http://127.0.0.1:{bot_port}/webhook",
+                    "--graph-upstream",
+                    meta_url,
+                    "--media-upstream",
+                    meta_url,
+                    "--webhook-port",
+                    str(p1),
+                    "--graph-port",
+                    str(p2),
+                    "--media-port",
+                    str(p3),
+                    "--proxy-port",
+                    str(p4),
+                    "--confdir",
+                    str(tmp_path / "mitmproxy"),
+                    "--app-secret",
+                    SECRET,
+                    "--access-token",
+                    TOKEN,
+                    "--verify-token",
+                    VT,
+                ],
+                cwd=tmp_path,
+            )
             procs.append(recorder)
             bot = await _Process.start(
-                [sys.executable, "-m", "pseudowa.proxy.examples.example_bot", "--port", str(bot_port)],
-                env={"WA_GRAPH_URL": f"http://127.0.0.1:{p2}", "WA_TOKEN": TOKEN,
-                     "WA_APP_SECRET": SECRET, "WA_VERIFY_TOKEN": VT},
+                [
+                    sys.executable,
+                    "-m",
+                    "pseudowa.proxy.examples.example_bot",
+                    "--port",
+                    str(bot_port),
+                ],
+                env={
+                    "WA_GRAPH_URL": f"http://127.0.0.1:{p2}",
+                    "WA_TOKEN": TOKEN,
+                    "WA_APP_SECRET": SECRET,
+                    "WA_VERIFY_TOKEN": VT,
+                },
             )
             procs.append(bot)
             await recorder.wait_for("press Ctrl-C to stop")
@@ -188,8 +236,14 @@ async def test_record_image_round_trip_then_replay_passes_check(tmp_path: Path) 
             ready = time.monotonic()
 
             # Meta: the verify handshake, then the image webhook, through the webhook listener.
-            emitter = Emitter(EmitterConfig(bot_url=f"http://127.0.0.1:{p1}/webhook",
-                                            app_secret=SECRET, verify_token=VT, speed=0))
+            emitter = Emitter(
+                EmitterConfig(
+                    bot_url=f"http://127.0.0.1:{p1}/webhook",
+                    app_secret=SECRET,
+                    verify_token=VT,
+                    speed=0,
+                )
+            )
             try:
                 await emitter.verify()
                 emitter.add(Delivery(body=b, label="image") for b in bodies)
@@ -214,11 +268,13 @@ async def test_record_image_round_trip_then_replay_passes_check(tmp_path: Path) 
     assert f"HTTPS_PROXY=http://127.0.0.1:{p4}" in out
     assert str(tmp_path / "mitmproxy" / "mitmproxy-ca-cert.pem") in out
     assert re.search(r"^\[webhook\] GET /webhook 200 \d+ ms \(verify\)$", out, re.M)
-    assert re.search(rf"^\[webhook\] POST /webhook 200 \d+ ms \(message image {re.escape(wamid)}\)",
-                     out, re.M)
+    assert re.search(
+        rf"^\[webhook\] POST /webhook 200 \d+ ms \(message image {re.escape(wamid)}\)", out, re.M
+    )
     assert re.search(rf"^\[graph\] GET /v23.0/{MEDIA_ID} 200 .*image/png", out, re.M)
-    assert re.search(rf"^\[media\] GET /\S+ 200 \d+ ms \({len(image)} B image/png, sha256 match\)$",
-                     out, re.M)
+    assert re.search(
+        rf"^\[media\] GET /\S+ 200 \d+ ms \({len(image)} B image/png, sha256 match\)$", out, re.M
+    )
     summary = SUMMARY.search(out)
     assert summary is not None, out
     name, total, webhook, graph, media, media_bytes = summary.groups()
@@ -250,11 +306,31 @@ async def test_record_image_round_trip_then_replay_passes_check(tmp_path: Path) 
     bot, bot_url = await _start_bot(f"http://127.0.0.1:{graph_port}")
     procs = [bot]
     try:
-        replay = await _Process.start([
-            *CLI, "replay", "rec", "--db", db, "--bot", bot_url, "--check", "--speed", "0",
-            "--quiet", "0.3", "--graph-port", str(graph_port), "--no-journal",
-            "--access-token", TOKEN, "--app-secret", SECRET, "--verify-token", VT,
-        ])
+        replay = await _Process.start(
+            [
+                *CLI,
+                "replay",
+                "rec",
+                "--db",
+                db,
+                "--bot",
+                bot_url,
+                "--check",
+                "--speed",
+                "0",
+                "--quiet",
+                "0.3",
+                "--graph-port",
+                str(graph_port),
+                "--no-journal",
+                "--access-token",
+                TOKEN,
+                "--app-secret",
+                SECRET,
+                "--verify-token",
+                VT,
+            ]
+        )
         procs.append(replay)
         code = await replay.wait(timeout=30)
     finally:
@@ -263,8 +339,10 @@ async def test_record_image_round_trip_then_replay_passes_check(tmp_path: Path) 
     assert code == 0, replay.output + replay.stderr.decode()
     assert "check: OK" in replay.output
     _assert_no_secrets(db_file)
-    print(f"\nrecorder ready in {ready - started:.2f} s, round trip + stop "
-          f"{recorded - ready:.2f} s, replay {time.monotonic() - recorded:.2f} s")
+    print(
+        f"\nrecorder ready in {ready - started:.2f} s, round trip + stop "
+        f"{recorded - ready:.2f} s, replay {time.monotonic() - recorded:.2f} s"
+    )
 
 
 # -- 2. a bot using HTTPS_PROXY and mitmproxy's CA ---------------------------------------
@@ -283,19 +361,27 @@ def _self_signed(tmp_path: Path) -> ssl.SSLContext:
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     cert_file, key_file = tmp_path / "upstream.crt", tmp_path / "upstream.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file, key_file)
     return context
@@ -315,27 +401,53 @@ async def tls_graph(tmp_path: Path) -> AsyncIterator[tuple[FakeGraph, int]]:
         await runner.cleanup()
 
 
-async def test_https_proxy_with_mitmproxy_ca(tmp_path: Path, tls_graph: tuple[FakeGraph, int]) -> None:
+async def test_https_proxy_with_mitmproxy_ca(
+    tmp_path: Path, tls_graph: tuple[FakeGraph, int]
+) -> None:
     graph, tls_port = tls_graph
     confdir = tmp_path / "mitmproxy"
     db = f"sqlite:///{tmp_path / 'rec.db'}"
-    recorder = await _Process.start([
-        *CLI, "record", "tls", "--db", db, "--graph-upstream", f"https://127.0.0.1:{tls_port}",
-        "--ssl-insecure", "--confdir", str(confdir), "--access-token", TOKEN,
-        "--graph-port", "0", "--media-port", "0", "--proxy-port", "0",
-    ])
+    recorder = await _Process.start(
+        [
+            *CLI,
+            "record",
+            "tls",
+            "--db",
+            db,
+            "--graph-upstream",
+            f"https://127.0.0.1:{tls_port}",
+            "--ssl-insecure",
+            "--confdir",
+            str(confdir),
+            "--access-token",
+            TOKEN,
+            "--graph-port",
+            "0",
+            "--media-port",
+            "0",
+            "--proxy-port",
+            "0",
+        ]
+    )
     try:
         proxy_url = (await recorder.wait_for(r"^  proxy +(http://127\.0\.0\.1:\d+)")).group(1)
         await recorder.wait_for("press Ctrl-C to stop")
         ca = confdir / "mitmproxy-ca-cert.pem"
         assert ca.is_file()
         client_tls = ssl.create_default_context(cafile=str(ca))  # verification on
-        send = {"messaging_product": "whatsapp", "to": seeds.USER, "type": "text",
-                "text": {"body": "through the proxy"}}
+        send = {
+            "messaging_product": "whatsapp",
+            "to": seeds.USER,
+            "type": "text",
+            "text": {"body": "through the proxy"},
+        }
         async with aiohttp.ClientSession() as session:
             async with session.post(
-                f"https://127.0.0.1:{tls_port}/v23.0/{PHONE_ID}/messages", json=send,
-                headers={"Authorization": f"Bearer {TOKEN}"}, proxy=proxy_url, ssl=client_tls,
+                f"https://127.0.0.1:{tls_port}/v23.0/{PHONE_ID}/messages",
+                json=send,
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                proxy=proxy_url,
+                ssl=client_tls,
             ) as resp:
                 assert resp.status == 200, await resp.text()
                 answer = await resp.json()
@@ -361,10 +473,23 @@ async def test_https_proxy_with_mitmproxy_ca(tmp_path: Path, tls_graph: tuple[Fa
 
 def _record(runner: CliRunner, tmp_path: Path, *args: str) -> str:
     """Run `pseudowa record` in-process; its single error line."""
-    result = runner.invoke(cli, [
-        "record", "--confdir", str(tmp_path / "mitmproxy"), "--webhook-port", "0",
-        "--graph-port", "0", "--media-port", "0", "--proxy-port", "0", *args,
-    ])
+    result = runner.invoke(
+        cli,
+        [
+            "record",
+            "--confdir",
+            str(tmp_path / "mitmproxy"),
+            "--webhook-port",
+            "0",
+            "--graph-port",
+            "0",
+            "--media-port",
+            "0",
+            "--proxy-port",
+            "0",
+            *args,
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
@@ -396,8 +521,9 @@ def test_port_in_use(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        line = _record(CliRunner(), tmp_path, "x", "--db", db, "--no-proxy",
-                       "--graph-port", str(port))
+        line = _record(
+            CliRunner(), tmp_path, "x", "--db", db, "--no-proxy", "--graph-port", str(port)
+        )
     assert f"127.0.0.1:{port}" in line and "graph listener" in line and "--graph-port" in line
     # Refused before the store was touched: no cassette left behind to block a retry.
     assert not (tmp_path / "store.db").exists()
@@ -412,15 +538,19 @@ def test_text_file_as_db_is_left_untouched(tmp_path: Path) -> None:
     assert notes.read_bytes() == before
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (["--graph-upstream", "https://graph.facebook.com/v23.0"], "no path"),
-    (["--bot-webhook", "ftp://bot/webhook"], "http:// or https://"),
-    (["--graph-port", "9999", "--media-port", "9999"], "cannot share port 9999"),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--graph-upstream", "https://graph.facebook.com/v23.0"], "no path"),
+        (["--bot-webhook", "ftp://bot/webhook"], "http:// or https://"),
+        (["--graph-port", "9999", "--media-port", "9999"], "cannot share port 9999"),
+    ],
+)
 def test_bad_listener_options(tmp_path: Path, args: list[str], expected: str) -> None:
     db = f"sqlite:///{tmp_path / 'store.db'}"
-    result = CliRunner().invoke(cli, ["record", "x", "--db", db, "--confdir", str(tmp_path),
-                                      "--proxy-port", "0", *args])
+    result = CliRunner().invoke(
+        cli, ["record", "x", "--db", db, "--confdir", str(tmp_path), "--proxy-port", "0", *args]
+    )
     assert result.exit_code == 1 and expected in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
 
@@ -437,11 +567,19 @@ async def test_port_taken_between_check_and_bind(
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        options = RecordOptions("raced", db=f"sqlite:///{tmp_path / 'rec.db'}", media_port=port,
-                                graph_port=0, regular_proxy=False,
-                                confdir=str(tmp_path / "mitmproxy"))
-        with pytest.raises(UserError, match=rf"^cannot listen on 127.0.0.1:{port} for the media "
-                                            r"listener: Address already in use"):
+        options = RecordOptions(
+            "raced",
+            db=f"sqlite:///{tmp_path / 'rec.db'}",
+            media_port=port,
+            graph_port=0,
+            regular_proxy=False,
+            confdir=str(tmp_path / "mitmproxy"),
+        )
+        with pytest.raises(
+            UserError,
+            match=rf"^cannot listen on 127.0.0.1:{port} for the media "
+            r"listener: Address already in use",
+        ):
             await asyncio.wait_for(record(options, on_line=lines.append, stop=asyncio.Event()), 20)
     assert not any("press Ctrl-C" in line for line in lines), lines
     # The cassette created for the session is gone again: the same command can be retried.
@@ -450,7 +588,8 @@ async def test_port_taken_between_check_and_bind(
     options.media_port = 0
     stop = asyncio.Event()
     retry = await asyncio.wait_for(
-        record(options, on_line=lines.append, on_ready=lambda _: stop.set(), stop=stop), 20)
+        record(options, on_line=lines.append, on_ready=lambda _: stop.set(), stop=stop), 20
+    )
     assert retry.total == 0
     with CassetteStore.open(options.db) as store:
         assert store.exists("raced")  # it served: an empty session is kept
@@ -478,16 +617,24 @@ async def test_listeners_classify_when_all_upstreams_share_a_host(tmp_path: Path
     bot_port, graph_port, media_port = ports
     db = f"sqlite:///{tmp_path / 'rec.db'}"
     options = RecordOptions(
-        "local", db=db, bot_webhook=f"http://127.0.0.1:{bot_port}/webhook", webhook_port=0,
-        graph_port=0, media_port=0, regular_proxy=False, confdir=str(tmp_path / "mitmproxy"),
+        "local",
+        db=db,
+        bot_webhook=f"http://127.0.0.1:{bot_port}/webhook",
+        webhook_port=0,
+        graph_port=0,
+        media_port=0,
+        regular_proxy=False,
+        confdir=str(tmp_path / "mitmproxy"),
         graph_upstream=f"http://127.0.0.1:{graph_port}",
-        media_upstream=f"http://127.0.0.1:{media_port}", access_token=TOKEN,
+        media_upstream=f"http://127.0.0.1:{media_port}",
+        access_token=TOKEN,
     )
     lines: list[str] = []
     ready: asyncio.Future[Listeners] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
     task = asyncio.get_running_loop().create_task(
-        record(options, on_line=lines.append, on_ready=ready.set_result, stop=stop))
+        record(options, on_line=lines.append, on_ready=ready.set_result, stop=stop)
+    )
     try:
         listeners = await asyncio.wait_for(asyncio.shield(ready), 20)
         assert listeners.webhook_url is not None
@@ -538,18 +685,27 @@ async def test_stop_lets_exchanges_in_flight_finish_and_be_recorded(tmp_path: Pa
     await site.start()
     upstream = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
     db = f"sqlite:///{tmp_path / 'rec.db'}"
-    options = RecordOptions("slow", db=db, graph_upstream=upstream, graph_port=0, media_port=0,
-                            regular_proxy=False, confdir=str(tmp_path / "mitmproxy"))
+    options = RecordOptions(
+        "slow",
+        db=db,
+        graph_upstream=upstream,
+        graph_port=0,
+        media_port=0,
+        regular_proxy=False,
+        confdir=str(tmp_path / "mitmproxy"),
+    )
     ready: asyncio.Future[Listeners] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
     lines: list[str] = []
     task = asyncio.get_running_loop().create_task(
-        record(options, on_line=lines.append, on_ready=ready.set_result, stop=stop))
+        record(options, on_line=lines.append, on_ready=ready.set_result, stop=stop)
+    )
     try:
         listeners = await asyncio.wait_for(asyncio.shield(ready), 20)
         async with aiohttp.ClientSession() as session:
-            send = asyncio.ensure_future(session.post(
-                f"{listeners.graph_url}/v23.0/{PHONE_ID}/messages", data=b"{}"))
+            send = asyncio.ensure_future(
+                session.post(f"{listeners.graph_url}/v23.0/{PHONE_ID}/messages", data=b"{}")
+            )
             await asyncio.wait_for(arrived.wait(), 10)
             stop.set()  # while the upstream is still answering
             async with await send as resp:
@@ -588,11 +744,19 @@ async def test_failed_write_stops_recording(tmp_path: Path) -> None:
     ready: asyncio.Future[Listeners] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
     options = RecordOptions(
-        "doomed", db=db, bot_webhook=bot_url, webhook_port=0, graph_port=0, media_port=0,
-        regular_proxy=False, confdir=str(tmp_path / "mitmproxy"), app_secret=SECRET,
+        "doomed",
+        db=db,
+        bot_webhook=bot_url,
+        webhook_port=0,
+        graph_port=0,
+        media_port=0,
+        regular_proxy=False,
+        confdir=str(tmp_path / "mitmproxy"),
+        app_secret=SECRET,
     )
     task = asyncio.get_running_loop().create_task(
-        record(options, on_line=lines.append, on_ready=ready.set_result, stop=stop))
+        record(options, on_line=lines.append, on_ready=ready.set_result, stop=stop)
+    )
     try:
         listeners = await asyncio.wait_for(asyncio.shield(ready), 20)
         assert listeners.proxy_url is None and listeners.webhook_url is not None
