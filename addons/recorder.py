@@ -254,7 +254,10 @@ class Recorder:
         if self._opened == (url, name):
             # Already recording into it: a later mode change must not wipe what we wrote.
             if self.store is not None:
-                self._run_store_call(lambda s: s.update_cassette(name, source=opts.pseudowa_source))
+                try:
+                    self.store.update_cassette(name, source=opts.pseudowa_source)
+                except StoreError as e:
+                    raise _options_error(str(e)) from e
             return
         try:
             store = CassetteStore.open(url)
@@ -272,13 +275,6 @@ class Recorder:
         )
         self._created_new = created_new
         self.failed = None
-
-    def _run_store_call(self, call: Callable[[CassetteStore], object]) -> None:
-        assert self.store is not None
-        try:
-            call(self.store)
-        except StoreError as e:
-            raise _options_error(str(e)) from e
 
     def _prepare(self, store: CassetteStore, name: str) -> bool:
         """Create (or clear, or reuse) the cassette; True when created in mode new."""

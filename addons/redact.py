@@ -19,6 +19,7 @@ from urllib.parse import quote
 from urllib.parse import quote_plus
 from urllib.parse import unquote_plus
 
+from pseudowa.proxy.contract import matching
 from pseudowa.proxy.contract import signature
 from pseudowa.proxy.contract import webhooks
 from pseudowa.proxy.contract.ids import is_wamid
@@ -181,13 +182,11 @@ def _scrub_json(value: Any) -> tuple[Any, bool]:
     return value, False
 
 
-def _parse_json(body: bytes) -> tuple[bool, Any]:
+def _json_container(body: bytes) -> Any:
+    """The body as a JSON object or array, else None (most bodies fail the first byte)."""
     if not body or body.lstrip()[:1] not in (b"{", b"["):
-        return False, None
-    try:
-        return True, json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return False, None
+        return None
+    return matching.parse_json(body)
 
 
 def dumps_like(original: bytes, value: Any) -> bytes:
@@ -205,8 +204,8 @@ def scrub_body(body: bytes, secrets: Sequence[str]) -> bytes:
     out = _replace_secret_bytes(body, secrets) if body else body
     if b"access_token" not in out and b"http" not in out and b"\\u" not in out:
         return out  # no key to drop, no URL to scrub (not even \u-escaped): as it is
-    is_json, parsed = _parse_json(out)
-    if is_json:
+    parsed = _json_container(out)
+    if parsed is not None:
         scrubbed, changed = _scrub_json(parsed)
         if changed:
             out = dumps_like(out, scrubbed)
@@ -362,8 +361,8 @@ class Pseudonymizer:
 
     def rewrite_body(self, body: bytes) -> bytes:
         """A JSON body rewritten (compact; webhooks in Meta's ASCII form); others unchanged."""
-        is_json, parsed = _parse_json(body)
-        if not is_json or not isinstance(parsed, (dict, list)):
+        parsed = _json_container(body)
+        if not isinstance(parsed, (dict, list)):
             return body
         rewritten = self.rewrite(parsed)
         if rewritten == parsed:
