@@ -16,15 +16,15 @@ from dataclasses import field
 from dataclasses import replace
 from typing import Any
 
-from pseudowa.storage.records import Exchange
-
 from pseudowa.proxy.contract import webhooks
 from pseudowa.proxy.contract.errors import GraphError
 from pseudowa.proxy.contract.matching import DEFAULT_VOLATILE
 from pseudowa.proxy.contract.matching import RequestShape
 from pseudowa.proxy.contract.matching import diff_fields
+from pseudowa.proxy.contract.matching import parse_json
 from pseudowa.proxy.contract.outbound import SendRequest
 from pseudowa.proxy.contract.outbound import parse_send
+from pseudowa.storage.records import Exchange
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,22 @@ class WebhookDelivery:
 
 
 def is_send_path(url: str) -> bool:
+    """True for a Graph send endpoint (`/{phone_number_id}/messages`, or the seed's `/messages`)."""
     return url.split("?", 1)[0].rstrip("/").endswith("/messages")
+
+
+def recorded_send_wamids(exchanges: Iterable[Exchange]) -> dict[str, float]:
+    """wamid -> recorded time of the send whose answer returned it."""
+    found: dict[str, float] = {}
+    for x in exchanges:
+        if x.kind != "graph" or x.method.upper() != "POST" or not is_send_path(x.url):
+            continue
+        answer = parse_json(x.response_body)
+        if x.response_status == 200 and isinstance(answer, dict):
+            for msg in answer.get("messages") or []:
+                if isinstance(msg, dict) and isinstance(msg.get("id"), str):
+                    found[msg["id"]] = x.started_at
+    return found
 
 
 def sends(exchanges: Iterable[Exchange], volatile: Sequence[str] = DEFAULT_VOLATILE) -> list[Send]:
@@ -77,7 +92,9 @@ def sends(exchanges: Iterable[Exchange], volatile: Sequence[str] = DEFAULT_VOLAT
             continue
         if isinstance(request, SendRequest):
             # The seed route POST /messages and /{phone_id}/messages are the same send.
-            shape = replace(RequestShape.of(x.method, x.url, x.request_body, volatile), path="/messages")
+            shape = replace(
+                RequestShape.of(x.method, x.url, x.request_body, volatile), path="/messages"
+            )
             found.append(Send(shape, request, x.started_at, x.response_status))
     return found
 
@@ -131,7 +148,9 @@ class CheckResult:
     missing: list[Send] = field(default_factory=list)  # recorded, not sent now
     extra: list[Send] = field(default_factory=list)  # sent now, not recorded
     reordered: bool = False
-    dedupe_failures: dict[str, tuple[int, int]] = field(default_factory=dict)  # wamid: (copies, replies)
+    dedupe_failures: dict[str, tuple[int, int]] = field(
+        default_factory=dict
+    )  # wamid: (copies, replies)
     not_ok: list[WebhookDelivery] = field(default_factory=list)  # non-200 answers
     undelivered: list[str] = field(default_factory=list)  # labels of webhooks never answered 200
 
@@ -191,7 +210,11 @@ def _closest(send: Send, candidates: Sequence[Send]) -> Send | None:
 
 def _json_diff(a: Any, b: Any) -> list[str]:
     def lines(v: Any) -> list[str]:
-        return [] if v is None else json.dumps(v, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+        return (
+            []
+            if v is None
+            else json.dumps(v, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+        )
 
     return [
         "    " + line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -12,10 +13,19 @@ from pseudowa.storage.records import Exchange
 USER = "16505551234"
 
 
-def send(body: dict[str, Any], at: float, url: str = "https://graph.facebook.com/v23.0/1/messages") -> Exchange:
+def send(
+    body: dict[str, Any], at: float, url: str = "https://graph.facebook.com/v23.0/1/messages"
+) -> Exchange:
     full = {"messaging_product": "whatsapp", "to": USER, **body}
-    return Exchange("graph", "POST", url, request_body=json.dumps(full).encode(),
-                    response_status=200, started_at=at, finished_at=at + 0.01)
+    return Exchange(
+        "graph",
+        "POST",
+        url,
+        request_body=json.dumps(full).encode(),
+        response_status=200,
+        started_at=at,
+        finished_at=at + 0.01,
+    )
 
 
 def text(body: str, at: float, reply_to: str | None = None, **kw: Any) -> Exchange:
@@ -28,8 +38,15 @@ def text(body: str, at: float, reply_to: str | None = None, **kw: Any) -> Exchan
 def webhook(wamid: str, start: float, end: float, status: int = 200) -> Exchange:
     msg = wh.message("text", USER, wh.text_body("hi"), wamid=wamid)
     body = wh.dumps(wh.inbound_webhook(wh.BusinessAccount(), msg))
-    return Exchange("webhook", "POST", "http://bot/webhook", request_body=body,
-                    response_status=status, started_at=start, finished_at=end)
+    return Exchange(
+        "webhook",
+        "POST",
+        "http://bot/webhook",
+        request_body=body,
+        response_status=status,
+        started_at=start,
+        finished_at=end,
+    )
 
 
 def test_same_sends_in_another_order_pass_and_say_so() -> None:
@@ -56,16 +73,26 @@ def test_missing_and_extra_sends_fail_with_a_readable_diff() -> None:
 
 def test_read_receipts_and_invalid_requests_are_not_sends() -> None:
     read = send({"status": "read", "message_id": "wamid.X"}, 1)
-    read = Exchange("graph", "POST", read.url, request_body=json.dumps(
-        {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.X"}).encode())
+    read = Exchange(
+        "graph",
+        "POST",
+        read.url,
+        request_body=json.dumps(
+            {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.X"}
+        ).encode(),
+    )
     broken = Exchange("graph", "POST", read.url, request_body=b"{not json")
     assert check.sends([read, broken]) == []
 
 
 def test_dedupe_failure_by_context_reference() -> None:
     recorded = [webhook("wamid.A", 0, 1), text("echo", 0.5, reply_to="wamid.A")]
-    run = [webhook("wamid.A", 0, 1), text("echo", 0.5, reply_to="wamid.A"),
-           webhook("wamid.A", 2, 3), text("echo", 2.5, reply_to="wamid.A")]
+    run = [
+        webhook("wamid.A", 0, 1),
+        text("echo", 0.5, reply_to="wamid.A"),
+        webhook("wamid.A", 2, 3),
+        text("echo", 2.5, reply_to="wamid.A"),
+    ]
     result = check.compare(recorded, run)
     assert result.dedupe_failures == {"wamid.A": (2, 2)}
     assert not result.ok
@@ -87,3 +114,22 @@ def test_non_200_answers_are_listed() -> None:
     result = check.compare([], [webhook("wamid.D", 0, 1, status=500), webhook("wamid.D", 2, 3)])
     assert [d.status for d in result.not_ok] == [500]
     assert result.to_json()["non_200"][0]["status"] == 500
+
+
+def test_recorded_send_wamids_are_those_the_send_answers_returned() -> None:
+    def answered(wamid: str, at: float, status: int = 200, url: str | None = None) -> Exchange:
+        x = send({"type": "text", "text": {"body": "hi"}}, at, *([url] if url else []))
+        answer = {"messaging_product": "whatsapp", "messages": [{"id": wamid}]}
+        return dataclasses.replace(
+            x, response_status=status, response_body=json.dumps(answer).encode()
+        )
+
+    exchanges = [
+        answered("wamid.A", 1.0),
+        answered("wamid.B", 2.0, url="http://127.0.0.1:8080/messages"),  # the seed route
+        answered("wamid.REFUSED", 3.0, status=400),
+        answered("wamid.MEDIA", 4.0, url="https://graph.facebook.com/v23.0/1/media"),
+        webhook("wamid.IN", 5.0, 5.1),
+    ]
+    assert check.recorded_send_wamids(exchanges) == {"wamid.A": 1.0, "wamid.B": 2.0}
+    assert check.is_send_path("https://graph.facebook.com/v23.0/1/messages/?x=1")
