@@ -17,7 +17,9 @@ import sys
 import time
 
 
-async def drive(url: str, body: bytes, headers: dict[str, str], duration: float, conns: int) -> dict:
+async def drive(
+    url: str, body: bytes, headers: dict[str, str], duration: float, conns: int
+) -> dict:
     import aiohttp
 
     counts = {"requests": 0, "non2xx": 0, "errors": 0}

@@ -66,8 +66,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _serve_plain(args: argparse.Namespace, ready: asyncio.Future[int],
-                       stop: asyncio.Event) -> None:
+async def _serve_plain(
+    args: argparse.Namespace, ready: asyncio.Future[int], stop: asyncio.Event
+) -> None:
     """Plain mitmproxy: DumpMaster in reverse mode, no addon of ours, record()'s options."""
     from mitmproxy.options import Options
     from mitmproxy.tools.dump import DumpMaster
@@ -78,8 +79,12 @@ async def _serve_plain(args: argparse.Namespace, ready: asyncio.Future[int],
     opts = Options()
     master = DumpMaster(opts, with_termlog=False, with_dumper=False)
     _drop_error_check(master)
-    opts.update(confdir=args.confdir, mode=[f"reverse:{args.upstream}@127.0.0.1:{port}"],
-                connection_strategy="lazy", ssl_insecure=False)
+    opts.update(
+        confdir=args.confdir,
+        mode=[f"reverse:{args.upstream}@127.0.0.1:{port}"],
+        connection_strategy="lazy",
+        ssl_insecure=False,
+    )
     run = asyncio.get_running_loop().create_task(master.run())
     deadline = time.monotonic() + 30
     while True:
@@ -98,8 +103,9 @@ async def _serve_plain(args: argparse.Namespace, ready: asyncio.Future[int],
     await run
 
 
-async def _serve_record(args: argparse.Namespace, ready: asyncio.Future[int],
-                        stop: asyncio.Event) -> None:
+async def _serve_record(
+    args: argparse.Namespace, ready: asyncio.Future[int], stop: asyncio.Event
+) -> None:
     """`pseudowa record` as the CLI runs it: record() with its live lines (to a log file)."""
     from urllib.parse import urlsplit
 
@@ -123,8 +129,15 @@ async def _serve_record(args: argparse.Namespace, ready: asyncio.Future[int],
     if write_batch is not None:  # (an older recorder writes one exchange at a time)
         BatchWriter.write_batch = counted  # type: ignore[method-assign]
     options = RecordOptions(
-        args.cassette, db=args.db, graph_upstream=args.upstream, graph_port=0, media_port=0,
-        regular_proxy=False, confdir=args.confdir, access_token=TOKEN, source="sandbox",
+        args.cassette,
+        db=args.db,
+        graph_upstream=args.upstream,
+        graph_port=0,
+        media_port=0,
+        regular_proxy=False,
+        confdir=args.confdir,
+        access_token=TOKEN,
+        source="sandbox",
     )
     lines = open(args.lines, "w", buffering=1 << 16)  # noqa: ASYNC230, SIM115 - before serving
 
@@ -203,8 +216,9 @@ def serve_main(argv: list[str]) -> None:
 class Proxy(common.Server):
     """A `bench/record.py serve` process (bench/run.py's Server, another command line)."""
 
-    def __init__(self, name: str, args: list[str], cpu: int | None, logdir: Path,
-                 profile: Path | None = None) -> None:
+    def __init__(
+        self, name: str, args: list[str], cpu: int | None, logdir: Path, profile: Path | None = None
+    ) -> None:
         self.name = name
         self.log_path = logdir / f"{name}.log"
         self.profile = profile
@@ -259,18 +273,23 @@ def writer_stats(proxy: Proxy) -> str:
         return "(not instrumented: a recorder without the batching writer)"
     if not w["batches"]:
         return "nothing written"
-    return (f"{w['rows']} exchanges in {w['batches']} transactions (mean batch "
-            f"{w['rows'] / w['batches']:.1f}), writer thread {1e6 * w['cpu'] / w['rows']:.0f} us "
-            "CPU per exchange")
+    return (
+        f"{w['rows']} exchanges in {w['batches']} transactions (mean batch "
+        f"{w['rows'] / w['batches']:.1f}), writer thread {1e6 * w['cpu'] / w['rows']:.0f} us "
+        "CPU per exchange"
+    )
 
 
 def graph_rows(db: Path, cassette: str) -> int:
     con = sqlite3.connect(db)
     try:
-        return int(con.execute(
-            "SELECT count(*) FROM interaction JOIN cassette ON cassette.id = interaction.cassette_id"
-            " WHERE cassette.name = ? AND interaction.kind = 'graph'", (cassette,)
-        ).fetchone()[0])
+        return int(
+            con.execute(
+                "SELECT count(*) FROM interaction JOIN cassette ON cassette.id = interaction.cassette_id"
+                " WHERE cassette.name = ? AND interaction.kind = 'graph'",
+                (cassette,),
+            ).fetchone()[0]
+        )
     finally:
         con.close()
 
@@ -279,8 +298,14 @@ def graph_rows(db: Path, cassette: str) -> int:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, stack: ExitStack, tmp: Path,
-                 server_cpu: int | None, client_cpu: int | None) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        stack: ExitStack,
+        tmp: Path,
+        server_cpu: int | None,
+        client_cpu: int | None,
+    ) -> None:
         self.args = args
         self.stack = stack
         self.tmp = tmp
@@ -299,8 +324,14 @@ class Bench:
         assert self.upstream is not None
         args = [kind, "--upstream", self.upstream.url, "--confdir", str(self.tmp / "mitmproxy")]
         if kind == "record":
-            args += ["--db", f"sqlite:///{self.tmp / (name + '.db')}", "--cassette", CASSETTE,
-                     "--lines", str(self.tmp / f"{name}.lines")]
+            args += [
+                "--db",
+                f"sqlite:///{self.tmp / (name + '.db')}",
+                "--cassette",
+                CASSETTE,
+                "--lines",
+                str(self.tmp / f"{name}.lines"),
+            ]
         prof = self.tmp / f"{name}.prof" if profile else None
         proxy = Proxy(name, args, self.server_cpu, self.tmp, prof)
         self.stack.callback(proxy.stop)
@@ -335,10 +366,14 @@ class Bench:
 
     def throughput(self) -> tuple[str, float]:
         args = self.args
-        say(f"== 1. throughput: POST {SEND_PATH} (Bearer), {self.load.label}, "
-            f"{args.rounds} rounds x {args.duration:g} s, alternated plain/record")
-        proxies = {"plain": self.start_proxy("plain", "plain"),
-                   "record": self.start_proxy("record", "record")}
+        say(
+            f"== 1. throughput: POST {SEND_PATH} (Bearer), {self.load.label}, "
+            f"{args.rounds} rounds x {args.duration:g} s, alternated plain/record"
+        )
+        proxies = {
+            "plain": self.start_proxy("plain", "plain"),
+            "record": self.start_proxy("record", "record"),
+        }
         for proxy in proxies.values():
             proxy.ready()
         answered = {name: 0 for name in proxies}
@@ -359,20 +394,28 @@ class Bench:
                 results[name].append(load)
                 cpu[name].append(p_cpu)
                 warn = "  (UPSTREAM NEAR SATURATION)" if u_cpu > 0.85 else ""
-                say(f"  round {r + 1} {name:6s} {load.describe()}  cpu: proxy {p_cpu:.2f} "
-                    f"upstream {u_cpu:.2f}{warn}")
+                say(
+                    f"  round {r + 1} {name:6s} {load.describe()}  cpu: proxy {p_cpu:.2f} "
+                    f"upstream {u_cpu:.2f}{warn}"
+                )
         threads = thread_cpu(proxies["record"].pid)
         spent = {k: v - threads_before.get(k, 0.0) for k, v in threads.items()}
         med = {name: statistics.median(ld.rps for ld in loads) for name, loads in results.items()}
         ratio = med["record"] / med["plain"]
         per_round = [b.rps / a.rps for a, b in zip(results["plain"], results["record"])]
         say("  record / plain per round: " + " ".join(f"{x:.2f}" for x in per_round))
-        us = {name: 1e6 * sum(cpu[name][i] * results[name][i].seconds for i in range(args.rounds))
-              / sum(ld.requests for ld in results[name]) for name in proxies}
-        say(f"  proxy CPU per request: plain {us['plain']:.0f} us, record {us['record']:.0f} us "
+        us = {
+            name: 1e6
+            * sum(cpu[name][i] * results[name][i].seconds for i in range(args.rounds))
+            / sum(ld.requests for ld in results[name])
+            for name in proxies
+        }
+        say(
+            f"  proxy CPU per request: plain {us['plain']:.0f} us, record {us['record']:.0f} us "
             f"(+{us['record'] - us['plain']:.0f} us, CPU ratio {us['plain'] / us['record']:.2f}); "
             "record's threads over the rounds: "
-            + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(spent.items()) if v > 0.005))
+            + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(spent.items()) if v > 0.005)
+        )
 
         # Every answer wrk counted is in the cassette (those in flight when wrk stopped are
         # recorded too, uncounted): checked after a clean stop, which flushes.
@@ -380,18 +423,24 @@ class Bench:
         code = rec.stop_cleanly()
         check(code == 0, f"record proxy exited {code}: {rec.log_tail()}")
         rows = graph_rows(self.db_of(rec), CASSETTE)
-        say(f"  after SIGTERM: cassette holds {rows} graph exchanges; "
-            f"{answered['record']} answers were counted (in flight when wrk stopped: extra ok)")
+        say(
+            f"  after SIGTERM: cassette holds {rows} graph exchanges; "
+            f"{answered['record']} answers were counted (in flight when wrk stopped: extra ok)"
+        )
         say(f"  writer: {writer_stats(rec)}")
-        check(rows >= answered["record"],
-              f"cassette holds {rows} exchanges but {answered['record']} answers were counted")
+        check(
+            rows >= answered["record"],
+            f"cassette holds {rows} exchanges but {answered['record']} answers were counted",
+        )
         if self.args.profile is not None:
             for kind in proxies:
                 self.profile(kind)
         tool = "" if self.load.tool == "wrk" else " [FALLBACK load generator, not wrk]"
-        line = (f"record throughput: record {med['record']:.0f} req/s vs plain mitmproxy "
-                f"{med['plain']:.0f} req/s -> ratio {ratio:.2f} (goal >= {GOAL_RATIO:.2f}) "
-                f"{verdict(ratio >= GOAL_RATIO)}{tool}")
+        line = (
+            f"record throughput: record {med['record']:.0f} req/s vs plain mitmproxy "
+            f"{med['plain']:.0f} req/s -> ratio {ratio:.2f} (goal >= {GOAL_RATIO:.2f}) "
+            f"{verdict(ratio >= GOAL_RATIO)}{tool}"
+        )
         say(line)
         return line, ratio
 
@@ -404,47 +453,66 @@ class Bench:
         load, *_ = self.drive(proxy, self.args.duration)
         proxy.stop_cleanly()
         assert proxy.profile is not None
-        common.print_profile(proxy.profile, f"{kind} proxy, {load.requests} requests (extra run, "
-                             "not timed)", self.args.profile or None, limit=40)
+        common.print_profile(
+            proxy.profile,
+            f"{kind} proxy, {load.requests} requests (extra run, not timed)",
+            self.args.profile or None,
+            limit=40,
+        )
 
     # -- 2. completeness ----------------------------------------------------------------------
 
     def completeness(self) -> tuple[str, bool]:
         args = self.args
-        say(f"== 2. completeness: bench/loadgen.py (aiohttp, counts every answer), "
+        say(
+            f"== 2. completeness: bench/loadgen.py (aiohttp, counts every answer), "
             f"{args.connections} connections for {args.count_duration:g} s through a fresh "
-            "recording proxy, then SIGTERM")
+            "recording proxy, then SIGTERM"
+        )
         proxy = self.start_proxy("record", "record-count")
         proxy.ready()
         body_file = self.tmp / "count.body"
         body_file.write_bytes(SEND_BODY)
-        cmd = [sys.executable, str(common.LOADGEN), proxy.url + SEND_PATH,
-               "--duration", str(args.count_duration), "--connections", str(args.connections),
-               "--body-file", str(body_file)]
+        cmd = [
+            sys.executable,
+            str(common.LOADGEN),
+            proxy.url + SEND_PATH,
+            "--duration",
+            str(args.count_duration),
+            "--connections",
+            str(args.connections),
+            "--body-file",
+            str(body_file),
+        ]
         for k, v in HEADERS.items():
             cmd += ["-H", f"{k}: {v}"]
         if self.client_cpu is not None:
             cmd += ["--cpu", str(self.client_cpu)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                             timeout=args.count_duration + 120)
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, timeout=args.count_duration + 120
+        )
         if out.returncode != 0:
             raise Broken(f"bench/loadgen.py failed: {out.stderr[-800:]}")
         r = json.loads(out.stdout.strip().splitlines()[-1])
         # The load tool lets every request it started finish before it stops: `requests`
         # is every answer it got, each of which the recorder must have written.
         answered = int(r["requests"])
-        say(f"  load tool: {answered} requests answered in {r['duration_s']:.1f} s "
+        say(
+            f"  load tool: {answered} requests answered in {r['duration_s']:.1f} s "
             f"({answered / r['duration_s']:.0f} req/s), {r['non2xx']} non-2xx, "
-            f"{r['errors']} errors")
+            f"{r['errors']} errors"
+        )
         code = proxy.stop_cleanly()
         check(code == 0, f"record proxy exited {code}: {proxy.log_tail()}")
         rows = graph_rows(self.db_of(proxy), CASSETTE)
         say(f"  writer: {writer_stats(proxy)}")
         ok = rows == answered and r["non2xx"] == 0 and r["errors"] == 0
-        line = (f"record completeness: {answered} requests answered at {args.connections} "
-                f"connections ({r['non2xx']} non-2xx, {r['errors']} errors), {rows} graph "
-                f"exchanges in the cassette -> {'equal' if rows == answered else 'DIFFERENT'} "
-                f"{verdict(ok)}")
+        line = (
+            f"record completeness: {answered} requests answered at {args.connections} "
+            f"connections ({r['non2xx']} non-2xx, {r['errors']} errors), {rows} graph "
+            f"exchanges in the cassette -> {'equal' if rows == answered else 'DIFFERENT'} "
+            f"{verdict(ok)}"
+        )
         say(line)
         return line, ok
 
@@ -454,16 +522,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=5.0, help="seconds per load run (5)")
     p.add_argument("--rounds", type=int, default=3, help="alternated rounds per proxy (3)")
     p.add_argument("--connections", type=int, default=32, help="connections (32)")
-    p.add_argument("--count-duration", type=float, default=5.0,
-                   help="seconds of load for the completeness count (5)")
-    p.add_argument("--loadgen", choices=["auto", "wrk", "aiohttp"], default="auto",
-                   help="throughput load: auto = wrk when installed, else the aiohttp fallback")
-    p.add_argument("--only", action="append", choices=["throughput", "count"],
-                   help="run only these sections")
-    p.add_argument("--profile", nargs="?", const="", default=None, metavar="DIR",
-                   help="after section 1, cProfile an extra (untimed) run of each proxy\n"
-                        "(event loop thread, while serving) and print the top functions\n"
-                        "(keep the .prof files in DIR when given); not comparable figures")
+    p.add_argument(
+        "--count-duration",
+        type=float,
+        default=5.0,
+        help="seconds of load for the completeness count (5)",
+    )
+    p.add_argument(
+        "--loadgen",
+        choices=["auto", "wrk", "aiohttp"],
+        default="auto",
+        help="throughput load: auto = wrk when installed, else the aiohttp fallback",
+    )
+    p.add_argument(
+        "--only", action="append", choices=["throughput", "count"], help="run only these sections"
+    )
+    p.add_argument(
+        "--profile",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DIR",
+        help="after section 1, cProfile an extra (untimed) run of each proxy\n"
+        "(event loop thread, while serving) and print the top functions\n"
+        "(keep the .prof files in DIR when given); not comparable figures",
+    )
     return p.parse_args(argv)
 
 
@@ -478,8 +561,10 @@ def main(argv: list[str]) -> int:
 
         import pseudowa.addons.recorder  # noqa: F401
     except ImportError as e:
-        say(f"cannot import the project ({e}): run with the venv, e.g. .venv/bin/python "
-            "bench/record.py")
+        say(
+            f"cannot import the project ({e}): run with the venv, e.g. .venv/bin/python "
+            "bench/record.py"
+        )
         return 1
 
     def on_term(signum: int, frame: object) -> None:
@@ -490,16 +575,21 @@ def main(argv: list[str]) -> int:
     server_cpu, client_cpu, _ = common.choose_cpus()
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})
-        pin_text = (f"proxies pinned to cpu {server_cpu}; upstream, wrk and loadgen to cpu "
-                    f"{client_cpu}")
+        pin_text = (
+            f"proxies pinned to cpu {server_cpu}; upstream, wrk and loadgen to cpu {client_cpu}"
+        )
     else:
         pin_text = "fewer than 2 cpus (or no affinity): NOT pinned"
     args.tool = "wrk" if args.loadgen in ("auto", "wrk") and shutil.which("wrk") else "aiohttp"
-    say(f"pseudowa record bench: python {sys.version.split()[0]}, mitmproxy "
-        f"{mitmproxy.version.VERSION}, {os.cpu_count()} cpus; {pin_text}")
+    say(
+        f"pseudowa record bench: python {sys.version.split()[0]}, mitmproxy "
+        f"{mitmproxy.version.VERSION}, {os.cpu_count()} cpus; {pin_text}"
+    )
     if args.tool != "wrk":
-        say("NOTE: using the FALLBACK aiohttp load generator for throughput (no wrk): ratios "
-            "are pulled toward 1")
+        say(
+            "NOTE: using the FALLBACK aiohttp load generator for throughput (no wrk): ratios "
+            "are pulled toward 1"
+        )
     load_before = os.getloadavg()[0]
     if load_before >= 0.5:
         say(f"NOTE: load average {load_before:.2f} before starting: expect noisier figures")
@@ -533,8 +623,10 @@ def main(argv: list[str]) -> int:
         say("\ninterrupted: processes stopped, temporary files removed")
         return 130
     say()
-    say(f"== summary ({time.perf_counter() - started:.0f} s; load average {load_before:.2f} "
-        f"before, {os.getloadavg()[0]:.2f} at the end)")
+    say(
+        f"== summary ({time.perf_counter() - started:.0f} s; load average {load_before:.2f} "
+        f"before, {os.getloadavg()[0]:.2f} at the end)"
+    )
     for line in summaries:
         say(line)
     for problem in broken:

@@ -89,7 +89,7 @@ def extract_subset(spec: dict[str, Any], roots: Iterable[str] = ROOTS) -> dict[s
         for ref in _references(schemas[name]):
             if not ref.startswith(SCHEMAS_PREFIX):
                 raise ValueError(f"{name}: reference outside components.schemas: {ref}")
-            todo.append(ref[len(SCHEMAS_PREFIX):])
+            todo.append(ref[len(SCHEMAS_PREFIX) :])
     return {
         "x-pseudowa-subset": {
             **HEADER,
@@ -151,8 +151,12 @@ def _patched(schemas: dict[str, Any]) -> dict[str, Any]:
     #    `additionalProperties` only sees its own member's `properties`, so it forbids
     #    `from`, `id`, `timestamp` declared in the base: nothing can pass. Drop it there
     #    (the sub-objects such as `text` keep their own strictness).
-    for name in (*(k.capitalize() + "Message" for k in _MEDIA_KINDS), "TextMessage",
-                 "ReactionMessage", "LocationMessage"):
+    for name in (
+        *(k.capitalize() + "Message" for k in _MEDIA_KINDS),
+        "TextMessage",
+        "ReactionMessage",
+        "LocationMessage",
+    ):
         for member in s[name]["allOf"]:
             member.pop("additionalProperties", None)
     # 3. Inbound media carry `mime_type`, `sha256` (base64) and `id`, plus `caption`,

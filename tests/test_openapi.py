@@ -6,9 +6,8 @@ import copy
 from typing import Any
 
 import jsonschema
-import pytest
-
 import openapi
+import pytest
 from openapi import validate
 
 from pseudowa.proxy.contract import webhooks as wh
@@ -36,7 +35,8 @@ def meta_webhook_examples(spec: dict[str, Any]) -> dict[str, Any]:
     no group webhooks, so those are left alone rather than patched.
     """
     examples = spec["paths"]["/whatsapp/webhooks"]["post"]["requestBody"]["content"][
-        "application/json"]["examples"]
+        "application/json"
+    ]["examples"]
     return {name: ex["value"] for name, ex in examples.items() if not name.startswith("Group")}
 
 
@@ -62,12 +62,21 @@ def test_subset_names_its_source_and_licence() -> None:
 
 
 def test_extraction_follows_refs_and_discriminator_mappings() -> None:
-    spec = {"components": {"schemas": {
-        "A": {"properties": {"b": {"$ref": "#/components/schemas/B"}}},
-        "B": {"discriminator": {"propertyName": "t", "mapping": {"c": "#/components/schemas/C"}}},
-        "C": {"items": [{"$ref": "#/components/schemas/A"}]},
-        "Unused": {},
-    }}}
+    spec = {
+        "components": {
+            "schemas": {
+                "A": {"properties": {"b": {"$ref": "#/components/schemas/B"}}},
+                "B": {
+                    "discriminator": {
+                        "propertyName": "t",
+                        "mapping": {"c": "#/components/schemas/C"},
+                    }
+                },
+                "C": {"items": [{"$ref": "#/components/schemas/A"}]},
+                "Unused": {},
+            }
+        }
+    }
     assert set(openapi.extract_subset(spec, ["A"])["components"]["schemas"]) == {"A", "B", "C"}
     with pytest.raises(KeyError):
         openapi.extract_subset(spec, ["Missing"])
@@ -106,14 +115,32 @@ def inbound_examples() -> list[dict[str, Any]]:
     sha = wh.sha256_b64(b"media bytes")
     return [
         wh.message("text", USER, wh.text_body("Does it come in another color? äöå")),
-        wh.message("image", USER, wh.media_body("image", "1003383421387256", "image/jpeg", sha,
-                                                caption="Taj Mahal", url="https://lookaside.fbsbx.com/x")),
-        wh.message("audio", USER, wh.media_body("audio", "1908647269898587",
-                                                "audio/ogg; codecs=opus", sha, voice=True)),
+        wh.message(
+            "image",
+            USER,
+            wh.media_body(
+                "image",
+                "1003383421387256",
+                "image/jpeg",
+                sha,
+                caption="Taj Mahal",
+                url="https://lookaside.fbsbx.com/x",
+            ),
+        ),
+        wh.message(
+            "audio",
+            USER,
+            wh.media_body("audio", "1908647269898587", "audio/ogg; codecs=opus", sha, voice=True),
+        ),
         wh.message("video", USER, wh.media_body("video", "1", "video/mp4", sha)),
-        wh.message("document", USER, wh.media_body("document", "2", "application/pdf", sha,
-                                                   filename="a.pdf", caption="doc")),
-        wh.message("sticker", USER, wh.media_body("sticker", "3", "image/webp", sha, animated=True)),
+        wh.message(
+            "document",
+            USER,
+            wh.media_body("document", "2", "application/pdf", sha, filename="a.pdf", caption="doc"),
+        ),
+        wh.message(
+            "sticker", USER, wh.media_body("sticker", "3", "image/webp", sha, animated=True)
+        ),
         wh.message("location", USER, wh.location_body(37.44, -122.16, "Philz", "101 Forest Ave")),
         wh.message("reaction", USER, wh.reaction_body(ctx["id"], "👍")),
         wh.message("interactive", USER, wh.button_reply_body("yes", "Yes"), context=ctx),
@@ -129,28 +156,50 @@ def test_inbound_webhooks_from_contract_builders_validate(msg: dict[str, Any]) -
 
 @pytest.mark.parametrize("value", ["sent", "delivered", "read", "failed"])
 def test_status_webhooks_from_contract_builders_validate(value: str) -> None:
-    item = wh.status(new_wamid(USER), value, USER, with_pricing=True,
-                     error=GraphError(131047) if value == "failed" else None)
+    item = wh.status(
+        new_wamid(USER),
+        value,
+        USER,
+        with_pricing=True,
+        error=GraphError(131047) if value == "failed" else None,
+    )
     validate("Statuses", item)
     validate("WebhookPayload", wh.status_webhook(ACCOUNT, [item]))
 
 
 def test_batched_webhook_validates() -> None:
-    batch = wh.merge([
-        wh.inbound_webhook(ACCOUNT, wh.message("text", USER, wh.text_body("a"))),
-        wh.status_webhook(ACCOUNT, [wh.status(new_wamid(USER), "sent", USER)]),
-    ])
+    batch = wh.merge(
+        [
+            wh.inbound_webhook(ACCOUNT, wh.message("text", USER, wh.text_body("a"))),
+            wh.status_webhook(ACCOUNT, [wh.status(new_wamid(USER), "sent", USER)]),
+        ]
+    )
     validate("WebhookPayload", batch)
 
 
 def test_change_value_branches_are_exclusive_for_valid_payloads() -> None:
     """Change.value stays a oneOf: every valid value matches exactly one branch."""
-    branches = ["IncomingMessageValueGeneral", "IncomingMessageValueSystem",
-                "StatusMessageValue", "GroupValue"]
+    branches = [
+        "IncomingMessageValueGeneral",
+        "IncomingMessageValueSystem",
+        "StatusMessageValue",
+        "GroupValue",
+    ]
     values = [wh.inbound_webhook(ACCOUNT, m) for m in inbound_examples()]
-    values.append(wh.inbound_webhook(ACCOUNT, wh.message(
-        "system", USER, {"body": "User changed number", "wa_id": "12195555358",
-                         "type": "user_changed_number"})))
+    values.append(
+        wh.inbound_webhook(
+            ACCOUNT,
+            wh.message(
+                "system",
+                USER,
+                {
+                    "body": "User changed number",
+                    "wa_id": "12195555358",
+                    "type": "user_changed_number",
+                },
+            ),
+        )
+    )
     values.append(wh.status_webhook(ACCOUNT, [wh.status(new_wamid(USER), "read", USER)]))
     for payload in values:
         for value in wh.changes(payload):
@@ -165,11 +214,14 @@ def test_graph_error_envelopes_validate() -> None:
 
 
 def test_send_and_mark_read_responses_validate() -> None:
-    validate("MessageResponsePayload", {
-        "messaging_product": "whatsapp",
-        "contacts": [{"input": "+16505551234", "wa_id": USER}],
-        "messages": [{"id": new_wamid(USER), "message_status": "accepted"}],
-    })
+    validate(
+        "MessageResponsePayload",
+        {
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": "+16505551234", "wa_id": USER}],
+            "messages": [{"id": new_wamid(USER), "message_status": "accepted"}],
+        },
+    )
     validate("MarkMessageResponsePayload", {"success": True})
 
 

@@ -23,8 +23,18 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # No build isolation: CI has no network beyond the registries, and setuptools
     # is already in the test extras.
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(out), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(out),
+            str(ROOT),
+        ],
         check=True,
         cwd=build,
         env={**os.environ, "PIP_NO_INDEX": "1"},
@@ -66,7 +76,8 @@ def test_installed_wheel_runs_cli_and_migrates(wheel: Path, tmp_path: Path) -> N
 
     where = subprocess.check_output(
         [str(py), "-c", "import pseudowa.migrations as m; print(m.__file__)"],
-        text=True, cwd=tmp_path,
+        text=True,
+        cwd=tmp_path,
     )
     assert str(env_dir) in where, where
 
@@ -78,7 +89,9 @@ def test_installed_wheel_runs_cli_and_migrates(wheel: Path, tmp_path: Path) -> N
     db = tmp_path / "x.db"
     up = subprocess.run(
         [str(exe), "db", "upgrade", "--db", f"sqlite:///{db}"],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert up.returncode == 0, up.stderr
     assert "(head)" in up.stdout

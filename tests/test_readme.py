@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
 from pseudowa.proxy.testing.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from pseudowa.storage.export import CASSETTE_FILE
 from pseudowa.proxy.testing.ports import free_ports as _free_ports
 from pseudowa.proxy.testing.ports import wait_port as _wait_port
+from pseudowa.storage.export import CASSETTE_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 CASSETTES = ROOT / "cassettes"
@@ -24,8 +24,11 @@ NAMES = ["image-round-trip", "text-button", "failed-send"]
 MAX_SAMPLE_BYTES = 100_000
 CLI = [sys.executable, "-m", "pseudowa.proxy.cli.main"]
 # The replay's own secrets: any will do, the bot just has to share them.
-REPLAY_SECRETS = {"--access-token": "replay-token", "--app-secret": "replay-secret",
-                  "--verify-token": "replay-verify"}
+REPLAY_SECRETS = {
+    "--access-token": "replay-token",
+    "--app-secret": "replay-secret",
+    "--verify-token": "replay-verify",
+}
 
 
 def _generator() -> ModuleType:
@@ -52,8 +55,11 @@ def _files(name: str) -> list[Path]:
 def _sends(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The bot's message sends (not read receipts), with their answers."""
     return [
-        x for x in doc["interactions"]
-        if x["kind"] == "graph" and x["method"] == "POST" and x["url"].endswith("/messages")
+        x
+        for x in doc["interactions"]
+        if x["kind"] == "graph"
+        and x["method"] == "POST"
+        and x["url"].endswith("/messages")
         and "status" not in x["request"]["body"]["json"]
     ]
 
@@ -61,7 +67,8 @@ def _sends(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def _webhook_values(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         change["value"]
-        for x in doc["interactions"] if x["kind"] == "webhook" and x["method"] == "POST"
+        for x in doc["interactions"]
+        if x["kind"] == "webhook" and x["method"] == "POST"
         for entry in x["request"]["body"]["json"]["entry"]
         for change in entry["changes"]
     ]
@@ -74,20 +81,40 @@ def _webhook_values(doc: dict[str, Any]) -> list[dict[str, Any]]:
 async def test_sample_replays_with_check(name: str) -> None:
     graph_port, bot_port = _free_ports(2)
     bot = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pseudowa.proxy.examples.example_bot", "--port", str(bot_port),
-        env={**os.environ, "WA_GRAPH_URL": f"http://127.0.0.1:{graph_port}",
-             "WA_TOKEN": REPLAY_SECRETS["--access-token"],
-             "WA_APP_SECRET": REPLAY_SECRETS["--app-secret"],
-             "WA_VERIFY_TOKEN": REPLAY_SECRETS["--verify-token"]},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "pseudowa.proxy.examples.example_bot",
+        "--port",
+        str(bot_port),
+        env={
+            **os.environ,
+            "WA_GRAPH_URL": f"http://127.0.0.1:{graph_port}",
+            "WA_TOKEN": REPLAY_SECRETS["--access-token"],
+            "WA_APP_SECRET": REPLAY_SECRETS["--app-secret"],
+            "WA_VERIFY_TOKEN": REPLAY_SECRETS["--verify-token"],
+        },
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         await _wait_port(bot_port)
         replay = await asyncio.create_subprocess_exec(
-            *CLI, "replay", f"cassettes/{name}", "--check", "--speed", "0", "--quiet", "0.3",
-            "--bot", f"http://127.0.0.1:{bot_port}/webhook", "--graph-port", str(graph_port),
+            *CLI,
+            "replay",
+            f"cassettes/{name}",
+            "--check",
+            "--speed",
+            "0",
+            "--quiet",
+            "0.3",
+            "--bot",
+            f"http://127.0.0.1:{bot_port}/webhook",
+            "--graph-port",
+            str(graph_port),
             *[part for pair in REPLAY_SECRETS.items() for part in pair],
-            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(replay.communicate(), 60)
     finally:
@@ -125,8 +152,12 @@ def test_metadata_says_sandbox(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_no_secrets_in_the_files(name: str) -> None:
-    secrets = [*make_samples.SECRETS, "pseudowa-access-token", "pseudowa-app-secret",
-               "pseudowa-verify-token"]
+    secrets = [
+        *make_samples.SECRETS,
+        "pseudowa-access-token",
+        "pseudowa-app-secret",
+        "pseudowa-verify-token",
+    ]
     for path in _files(name):
         data = path.read_bytes()
         for secret in secrets:
@@ -158,7 +189,9 @@ def test_image_round_trip_content() -> None:
     [lookup] = [x for x in doc["interactions"] if x["kind"] == "graph" and x["method"] == "GET"]
     assert lookup["url"].endswith(f"/v23.0/{make_samples.MEDIA_ID}")
     [send] = _sends(doc)
-    assert send["request"]["body"]["json"]["text"]["body"] == "got your image (263 bytes, sha256 ok)"
+    assert (
+        send["request"]["body"]["json"]["text"]["body"] == "got your image (263 bytes, sha256 ok)"
+    )
     statuses = [s["status"] for v in _webhook_values(doc) for s in v.get("statuses", [])]
     assert statuses == ["sent", "delivered", "read"]
 
@@ -169,7 +202,9 @@ def test_text_button_content() -> None:
     assert [s["type"] for s in sends] == ["text", "interactive", "text"]
     assert sends[0]["text"]["body"] == "echo: hi"
     assert [b["reply"]["id"] for b in sends[1]["interactive"]["action"]["buttons"]] == [
-        "opt-news", "opt-help"]
+        "opt-news",
+        "opt-help",
+    ]
     assert sends[2]["text"]["body"] == "you chose opt-news"
     messages = [m for v in _webhook_values(doc) for m in v.get("messages", [])]
     assert [m["type"] for m in messages] == ["text", "text", "interactive"]
@@ -210,9 +245,19 @@ def test_make_samples_regenerates_the_same_conversation(tmp_path: Path) -> None:
     import subprocess
 
     result = subprocess.run(
-        [sys.executable, str(CASSETTES / "make_samples.py"), "--only", "failed-send",
-         "--out", str(tmp_path), "--port-base", "0"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(CASSETTES / "make_samples.py"),
+            "--only",
+            "failed-send",
+            "--out",
+            str(tmp_path),
+            "--port-base",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     fresh = json.loads((tmp_path / "failed-send" / CASSETTE_FILE).read_bytes())

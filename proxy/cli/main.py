@@ -14,20 +14,18 @@ from typing import Any
 
 import click
 
-from pseudowa.proxy.mitm import record as record_defaults
-from pseudowa.proxy.cli.options import db_option
-from pseudowa.proxy.contract import hosts
-from pseudowa.proxy.cli.options import open_store
-from pseudowa.proxy.errors import UserError
 from pseudowa.proxy.cli.cassette import export_cmd
 from pseudowa.proxy.cli.cassette import import_cmd
 from pseudowa.proxy.cli.mutate import mutate_group
+from pseudowa.proxy.cli.options import db_option
+from pseudowa.proxy.cli.options import open_store
 from pseudowa.proxy.cli.replay import replay_cmd
+from pseudowa.proxy.contract import hosts
+from pseudowa.proxy.errors import UserError
+from pseudowa.proxy.mitm import record as record_defaults
 from pseudowa.storage import migrate
 from pseudowa.storage.errors import StoreError
 from pseudowa.storage.records import CassetteInfo
-from pseudowa.storage.store import CassetteStore
-
 
 
 class _Group(click.Group):
@@ -250,47 +248,115 @@ Stop with Ctrl-C or SIGTERM: the cassette is flushed and a summary printed.
 @cli.command("record", epilog=RECORD_EPILOG)
 @click.argument("name")
 @db_option
-@click.option("--bot-webhook", metavar="URL", default=None,
-              help="The bot's webhook URL, e.g. http://127.0.0.1:8000/webhook. Meta's webhooks "
-                   "reach it through the webhook listener. Without it, no webhook listener.")
-@click.option("--host", default=record_defaults.DEFAULT_HOST, show_default=True,
-              help="Address every listener binds to.")
-@click.option("--webhook-port", default=record_defaults.DEFAULT_WEBHOOK_PORT, show_default=True,
-              type=click.IntRange(0, 65535),
-              help="Webhook listener (reverse proxy to --bot-webhook); 0 picks a free port.")
-@click.option("--graph-upstream", metavar="URL", default=hosts.GRAPH_URL,
-              show_default=True, help="Where Graph API calls go.")
-@click.option("--graph-port", default=record_defaults.DEFAULT_GRAPH_PORT, show_default=True,
-              type=click.IntRange(0, 65535),
-              help="Graph listener (reverse proxy to --graph-upstream); the bot's Graph base URL.")
-@click.option("--media-upstream", metavar="URL", default=hosts.MEDIA_URL,
-              show_default=True, help="Where media downloads go.")
-@click.option("--media-port", default=record_defaults.DEFAULT_MEDIA_PORT, show_default=True,
-              type=click.IntRange(0, 65535),
-              help="Media listener (reverse proxy to --media-upstream); media URLs in Graph "
-                   "answers are rewritten to it.")
-@click.option("--proxy-port", default=record_defaults.DEFAULT_PROXY_PORT, show_default=True,
-              type=click.IntRange(0, 65535),
-              help="Regular HTTP(S) proxy listener, for a bot using HTTPS_PROXY.")
+@click.option(
+    "--bot-webhook",
+    metavar="URL",
+    default=None,
+    help="The bot's webhook URL, e.g. http://127.0.0.1:8000/webhook. Meta's webhooks "
+    "reach it through the webhook listener. Without it, no webhook listener.",
+)
+@click.option(
+    "--host",
+    default=record_defaults.DEFAULT_HOST,
+    show_default=True,
+    help="Address every listener binds to.",
+)
+@click.option(
+    "--webhook-port",
+    default=record_defaults.DEFAULT_WEBHOOK_PORT,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Webhook listener (reverse proxy to --bot-webhook); 0 picks a free port.",
+)
+@click.option(
+    "--graph-upstream",
+    metavar="URL",
+    default=hosts.GRAPH_URL,
+    show_default=True,
+    help="Where Graph API calls go.",
+)
+@click.option(
+    "--graph-port",
+    default=record_defaults.DEFAULT_GRAPH_PORT,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Graph listener (reverse proxy to --graph-upstream); the bot's Graph base URL.",
+)
+@click.option(
+    "--media-upstream",
+    metavar="URL",
+    default=hosts.MEDIA_URL,
+    show_default=True,
+    help="Where media downloads go.",
+)
+@click.option(
+    "--media-port",
+    default=record_defaults.DEFAULT_MEDIA_PORT,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Media listener (reverse proxy to --media-upstream); media URLs in Graph "
+    "answers are rewritten to it.",
+)
+@click.option(
+    "--proxy-port",
+    default=record_defaults.DEFAULT_PROXY_PORT,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Regular HTTP(S) proxy listener, for a bot using HTTPS_PROXY.",
+)
 @click.option("--no-proxy", "no_proxy", is_flag=True, help="Do not start the regular proxy.")
-@click.option("--mode", "record_mode", default="new", show_default=True,
-              type=click.Choice(record_defaults.MODES),
-              help="new: the cassette must not exist; append: add to it; overwrite: replace it.")
-@click.option("--source", default="meta", show_default=True,
-              type=click.Choice(record_defaults.SOURCES),
-              help="Who is on the other side: real Meta, or a pseudowa sandbox.")
-@click.option("--app-secret", default="", envvar="PSEUDOWA_APP_SECRET", show_envvar=True,
-              help="The app secret (checks webhook signatures; scrubbed from the cassette).")
-@click.option("--access-token", default="", envvar="PSEUDOWA_ACCESS_TOKEN", show_envvar=True,
-              help="The bot's access token (scrubbed wherever it appears).")
-@click.option("--verify-token", default="", envvar="PSEUDOWA_VERIFY_TOKEN", show_envvar=True,
-              help="The webhook verify token (scrubbed wherever it appears).")
-@click.option("--pseudonymize", is_flag=True,
-              help="Replace users' phone numbers, names and wamids with consistent fakes.")
-@click.option("--confdir", metavar="DIR", default=None,
-              help="mitmproxy's configuration directory, where its CA lives [default: ~/.mitmproxy].")
-@click.option("--ssl-insecure", is_flag=True,
-              help="Do not verify upstream TLS certificates (self-signed test servers).")
+@click.option(
+    "--mode",
+    "record_mode",
+    default="new",
+    show_default=True,
+    type=click.Choice(record_defaults.MODES),
+    help="new: the cassette must not exist; append: add to it; overwrite: replace it.",
+)
+@click.option(
+    "--source",
+    default="meta",
+    show_default=True,
+    type=click.Choice(record_defaults.SOURCES),
+    help="Who is on the other side: real Meta, or a pseudowa sandbox.",
+)
+@click.option(
+    "--app-secret",
+    default="",
+    envvar="PSEUDOWA_APP_SECRET",
+    show_envvar=True,
+    help="The app secret (checks webhook signatures; scrubbed from the cassette).",
+)
+@click.option(
+    "--access-token",
+    default="",
+    envvar="PSEUDOWA_ACCESS_TOKEN",
+    show_envvar=True,
+    help="The bot's access token (scrubbed wherever it appears).",
+)
+@click.option(
+    "--verify-token",
+    default="",
+    envvar="PSEUDOWA_VERIFY_TOKEN",
+    show_envvar=True,
+    help="The webhook verify token (scrubbed wherever it appears).",
+)
+@click.option(
+    "--pseudonymize",
+    is_flag=True,
+    help="Replace users' phone numbers, names and wamids with consistent fakes.",
+)
+@click.option(
+    "--confdir",
+    metavar="DIR",
+    default=None,
+    help="mitmproxy's configuration directory, where its CA lives [default: ~/.mitmproxy].",
+)
+@click.option(
+    "--ssl-insecure",
+    is_flag=True,
+    help="Do not verify upstream TLS certificates (self-signed test servers).",
+)
 def record_cmd(name: str, db: str | None, no_proxy: bool, record_mode: str, **kw: Any) -> None:
     """Record a session of the bot with Meta into cassette NAME, until Ctrl-C or SIGTERM.
 
@@ -326,8 +392,12 @@ def record_cmd(name: str, db: str | None, no_proxy: bool, record_mode: str, **kw
 
 
 @cli.command("ca")
-@click.option("--confdir", metavar="DIR", default=None,
-              help="mitmproxy's configuration directory [default: ~/.mitmproxy].")
+@click.option(
+    "--confdir",
+    metavar="DIR",
+    default=None,
+    help="mitmproxy's configuration directory [default: ~/.mitmproxy].",
+)
 def ca_cmd(confdir: str | None) -> None:
     """Print the path of mitmproxy's CA certificate, creating it first if missing.
 
@@ -341,8 +411,13 @@ def ca_cmd(confdir: str | None) -> None:
 
 
 @cli.command("demo")
-@click.option("--sample", type=click.Path(path_type=Path), default=Path("cassettes/image-round-trip"),
-              show_default=True, help="Exported image cassette to replay (recorded first if absent).")
+@click.option(
+    "--sample",
+    type=click.Path(path_type=Path),
+    default=Path("cassettes/image-round-trip"),
+    show_default=True,
+    help="Exported image cassette to replay (recorded first if absent).",
+)
 def demo_cmd(sample: Path) -> None:
     """Replay the image sample to the example bot with a duplicated webhook, and check it."""
     from pseudowa.proxy.examples.demo import main as run_demo
@@ -353,20 +428,59 @@ def demo_cmd(sample: Path) -> None:
 
 @cli.command("example-bot")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
-              help="Port of the bot's webhook (http://HOST:PORT/webhook).")
-@click.option("--graph-url", envvar="WA_GRAPH_URL", default="https://graph.facebook.com",
-              show_default=True, show_envvar=True, help="The Graph API base URL the bot calls.")
-@click.option("--access-token", envvar="WA_TOKEN", required=True, show_envvar=True,
-              help="The bot's access token.")
-@click.option("--app-secret", envvar="WA_APP_SECRET", required=True, show_envvar=True,
-              help="Checks X-Hub-Signature-256 of incoming webhooks.")
-@click.option("--verify-token", envvar="WA_VERIFY_TOKEN", required=True, show_envvar=True,
-              help="Expected hub.verify_token of the handshake.")
-@click.option("--phone-number-id", envvar="WA_PHONE_NUMBER_ID", default="106540352242922",
-              show_default=True, show_envvar=True, help="The number the bot sends from.")
-def example_bot_cmd(host: str, port: int, graph_url: str, access_token: str, app_secret: str,
-                    verify_token: str, phone_number_id: str) -> None:
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port of the bot's webhook (http://HOST:PORT/webhook).",
+)
+@click.option(
+    "--graph-url",
+    envvar="WA_GRAPH_URL",
+    default="https://graph.facebook.com",
+    show_default=True,
+    show_envvar=True,
+    help="The Graph API base URL the bot calls.",
+)
+@click.option(
+    "--access-token",
+    envvar="WA_TOKEN",
+    required=True,
+    show_envvar=True,
+    help="The bot's access token.",
+)
+@click.option(
+    "--app-secret",
+    envvar="WA_APP_SECRET",
+    required=True,
+    show_envvar=True,
+    help="Checks X-Hub-Signature-256 of incoming webhooks.",
+)
+@click.option(
+    "--verify-token",
+    envvar="WA_VERIFY_TOKEN",
+    required=True,
+    show_envvar=True,
+    help="Expected hub.verify_token of the handshake.",
+)
+@click.option(
+    "--phone-number-id",
+    envvar="WA_PHONE_NUMBER_ID",
+    default="106540352242922",
+    show_default=True,
+    show_envvar=True,
+    help="The number the bot sends from.",
+)
+def example_bot_cmd(
+    host: str,
+    port: int,
+    graph_url: str,
+    access_token: str,
+    app_secret: str,
+    verify_token: str,
+    phone_number_id: str,
+) -> None:
     """Run the bundled example bot (echoes text, fetches media, answers buttons) until Ctrl-C.
 
     Against a sandbox: pseudowa example-bot --graph-url http://127.0.0.1:8080 with the

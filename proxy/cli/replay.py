@@ -18,6 +18,7 @@ import click
 from pseudowa.proxy.cli.options import db_option
 from pseudowa.proxy.cli.options import open_store
 from pseudowa.proxy.errors import ConfigError
+from pseudowa.proxy.errors import ListenError
 from pseudowa.proxy.errors import UserError
 from pseudowa.proxy.errors import VerifyFailed
 from pseudowa.proxy.sandbox.config import DEFAULT_GRAPH_PORT
@@ -332,6 +333,8 @@ def replay_cmd(
             )
         except VerifyFailed as e:
             raise VerifyFailed(f"{e} (use --skip-verify to bypass)") from e
+        except ListenError:
+            raise  # already says which listener and why
         except OSError as e:
             where = f"{config.graph_host}:{config.graph_port}"
             raise UserError(f"cannot listen on {where} or reach the bot: {e.strerror or e}") from e

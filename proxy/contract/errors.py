@@ -29,38 +29,97 @@ CODES: dict[int, ErrorCode] = {
     for e in (
         ErrorCode(0, "AuthException", 401, "We were unable to authenticate the app user."),
         ErrorCode(1, "API Unknown", 400, "Invalid request or possible server error.", True),
-        ErrorCode(2, "API Service", 503, "Temporary due to downtime or due to being overloaded.", True),
-        ErrorCode(4, "API Too Many Calls", 400, "The app has reached its API call rate limit.", True),
-        ErrorCode(10, "Permission Denied", 403, "Permission is either not granted or has been removed."),
+        ErrorCode(
+            2, "API Service", 503, "Temporary due to downtime or due to being overloaded.", True
+        ),
+        ErrorCode(
+            4, "API Too Many Calls", 400, "The app has reached its API call rate limit.", True
+        ),
+        ErrorCode(
+            10, "Permission Denied", 403, "Permission is either not granted or has been removed."
+        ),
         ErrorCode(100, "Invalid parameter", 400, "Invalid parameter."),
-        ErrorCode(190, "Invalid OAuth access token - Cannot parse access token", 401,
-                  "Your access token has expired or is invalid."),
-        ErrorCode(130429, "Rate limit hit", 400,
-                  "Cloud API message throughput has been reached.", True),
-        ErrorCode(131000, "Something went wrong", 500,
-                  "Message failed to send due to an unknown error.", True),
-        ErrorCode(131005, "Access denied", 403, "Permission is either not granted or has been removed."),
-        ErrorCode(131008, "Required parameter is missing", 400, "The request is missing a required parameter."),
-        ErrorCode(131009, "Parameter value is not valid", 400, "One or more parameter values are invalid."),
-        ErrorCode(131016, "Service unavailable", 500, "A service is temporarily unavailable.", True),
-        ErrorCode(131021, "Recipient cannot be sender", 400, "Sender and recipient phone number is the same."),
+        ErrorCode(
+            190,
+            "Invalid OAuth access token - Cannot parse access token",
+            401,
+            "Your access token has expired or is invalid.",
+        ),
+        ErrorCode(
+            130429, "Rate limit hit", 400, "Cloud API message throughput has been reached.", True
+        ),
+        ErrorCode(
+            131000,
+            "Something went wrong",
+            500,
+            "Message failed to send due to an unknown error.",
+            True,
+        ),
+        ErrorCode(
+            131005, "Access denied", 403, "Permission is either not granted or has been removed."
+        ),
+        ErrorCode(
+            131008,
+            "Required parameter is missing",
+            400,
+            "The request is missing a required parameter.",
+        ),
+        ErrorCode(
+            131009, "Parameter value is not valid", 400, "One or more parameter values are invalid."
+        ),
+        ErrorCode(
+            131016, "Service unavailable", 500, "A service is temporarily unavailable.", True
+        ),
+        ErrorCode(
+            131021,
+            "Recipient cannot be sender",
+            400,
+            "Sender and recipient phone number is the same.",
+        ),
         ErrorCode(131026, "Message undeliverable", 400, "Unable to deliver message."),
-        ErrorCode(131047, "Re-engagement message", 400,
-                  "Message failed to send because more than 24 hours have passed since the "
-                  "customer last replied to this number."),
-        ErrorCode(131048, "Spam rate limit hit", 400,
-                  "Message failed to send because there are restrictions on how many messages "
-                  "can be sent from this phone number."),
-        ErrorCode(131051, "Unsupported message type", 400, "Message type is not currently supported."),
-        ErrorCode(131052, "Media download error", 400, "Unable to download the media sent by the user."),
-        ErrorCode(131053, "Media upload error", 400, "Unable to upload the media used in the message."),
-        ErrorCode(131056, "(Business Account, Consumer Account) pair rate limit hit", 400,
-                  "Too many messages sent from the sender phone number to the same recipient "
-                  "phone number in a short period of time.", True),
-        ErrorCode(132000, "Number of parameters does not match the expected number of params", 400,
-                  "The number of variable parameter values does not match the template."),
-        ErrorCode(132001, "Template name does not exist in the translation", 404,
-                  "The template does not exist in the specified language."),
+        ErrorCode(
+            131047,
+            "Re-engagement message",
+            400,
+            "Message failed to send because more than 24 hours have passed since the "
+            "customer last replied to this number.",
+        ),
+        ErrorCode(
+            131048,
+            "Spam rate limit hit",
+            400,
+            "Message failed to send because there are restrictions on how many messages "
+            "can be sent from this phone number.",
+        ),
+        ErrorCode(
+            131051, "Unsupported message type", 400, "Message type is not currently supported."
+        ),
+        ErrorCode(
+            131052, "Media download error", 400, "Unable to download the media sent by the user."
+        ),
+        ErrorCode(
+            131053, "Media upload error", 400, "Unable to upload the media used in the message."
+        ),
+        ErrorCode(
+            131056,
+            "(Business Account, Consumer Account) pair rate limit hit",
+            400,
+            "Too many messages sent from the sender phone number to the same recipient "
+            "phone number in a short period of time.",
+            True,
+        ),
+        ErrorCode(
+            132000,
+            "Number of parameters does not match the expected number of params",
+            400,
+            "The number of variable parameter values does not match the template.",
+        ),
+        ErrorCode(
+            132001,
+            "Template name does not exist in the translation",
+            404,
+            "The template does not exist in the specified language.",
+        ),
         ErrorCode(133010, "Account not registered", 400, "The phone number is not registered."),
     )
 }

@@ -159,7 +159,9 @@ def diff_fields(a: Any, b: Any, _path: str = "") -> list[str]:
     return [] if a == b else [_path or "(body)"]
 
 
-def nearest(shape: RequestShape, candidates: Iterable[RequestShape], n: int = 3) -> list[tuple[RequestShape, list[str]]]:
+def nearest(
+    shape: RequestShape, candidates: Iterable[RequestShape], n: int = 3
+) -> list[tuple[RequestShape, list[str]]]:
     """The `n` candidates closest to `shape`, each with the fields that differ."""
     scored = []
     for cand in candidates:
@@ -168,7 +170,9 @@ def nearest(shape: RequestShape, candidates: Iterable[RequestShape], n: int = 3)
             fields.append("method")
         if cand.path != shape.path:
             fields.append("path")
-        fields.extend(f"body.{f}" if f != "(body)" else "body" for f in diff_fields(cand.body, shape.body))
+        fields.extend(
+            f"body.{f}" if f != "(body)" else "body" for f in diff_fields(cand.body, shape.body)
+        )
         scored.append((len(fields), cand.key(), cand, fields))
     scored.sort(key=lambda t: (t[0], t[1]))
     return [(cand, fields) for _, _, cand, fields in scored[:n]]

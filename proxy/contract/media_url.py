@@ -32,13 +32,17 @@ def _mac(secret: bytes, mid: str, ext: int) -> str:
     return hmac.new(secret, f"{mid}:{ext}".encode(), hashlib.sha256).hexdigest()[:40]
 
 
-def sign(secret: bytes, media_id: str, ttl_s: float = DEFAULT_TTL_S, now: float | None = None) -> SignedMedia:
+def sign(
+    secret: bytes, media_id: str, ttl_s: float = DEFAULT_TTL_S, now: float | None = None
+) -> SignedMedia:
     """Sign a download of `media_id` valid for `ttl_s` seconds from `now`."""
     ext = int((time.time() if now is None else now) + ttl_s)
     return SignedMedia(media_id, ext, _mac(secret, media_id, ext))
 
 
-def check(secret: bytes, mid: str | None, ext: str | None, sig: str | None, now: float | None = None) -> str | None:
+def check(
+    secret: bytes, mid: str | None, ext: str | None, sig: str | None, now: float | None = None
+) -> str | None:
     """The media id of a valid, unexpired signed URL; None if forged, edited or expired."""
     if not mid or not ext or not sig or not sig.isascii():
         return None  # compare_digest raises TypeError on non-ASCII str

@@ -85,7 +85,10 @@ class Bot:
     async def verify(self, request: web.Request) -> web.Response:
         """GET /webhook: echo hub.challenge as plain text when the verify token matches."""
         q = request.query
-        if q.get("hub.mode") == "subscribe" and q.get("hub.verify_token") == self.config.verify_token:
+        if (
+            q.get("hub.mode") == "subscribe"
+            and q.get("hub.verify_token") == self.config.verify_token
+        ):
             self.log.append("verified handshake")
             return web.Response(text=q.get("hub.challenge", ""), content_type="text/plain")
         self.log.append("handshake rejected")
@@ -99,7 +102,9 @@ class Bot:
         Meta expects a quick answer.
         """
         body = await request.read()  # the raw bytes: parsing first would break the HMAC
-        if not signature.verify(self.config.app_secret, body, request.headers.get(signature.HEADER)):
+        if not signature.verify(
+            self.config.app_secret, body, request.headers.get(signature.HEADER)
+        ):
             self.rejected_signatures += 1
             self.log.append("webhook signature invalid, rejected")
             return web.Response(status=401)
@@ -124,7 +129,9 @@ class Bot:
                 value = change.get("value", {})
                 for status in value.get("statuses", []):
                     codes = [e.get("code") for e in status.get("errors", [])]
-                    self.statuses.append({"id": status["id"], "status": status["status"], "errors": codes})
+                    self.statuses.append(
+                        {"id": status["id"], "status": status["status"], "errors": codes}
+                    )
                     failure = "".join(f" (#{c})" for c in codes)
                     self.log.append(f"status {status['id']} {status['status']}{failure}")
                 for msg in value.get("messages", []):
@@ -148,14 +155,20 @@ class Bot:
             await self.mark_read(wamid)
             text = msg["text"]["body"]
             if text.strip().lower() == "menu":
-                await self.reply(msg, "interactive", {
-                    "type": "button",
-                    "body": {"text": "What would you like?"},
-                    "action": {"buttons": [
-                        {"type": "reply", "reply": {"id": "opt-news", "title": "News"}},
-                        {"type": "reply", "reply": {"id": "opt-help", "title": "Help"}},
-                    ]},
-                })
+                await self.reply(
+                    msg,
+                    "interactive",
+                    {
+                        "type": "button",
+                        "body": {"text": "What would you like?"},
+                        "action": {
+                            "buttons": [
+                                {"type": "reply", "reply": {"id": "opt-news", "title": "News"}},
+                                {"type": "reply", "reply": {"id": "opt-help", "title": "Help"}},
+                            ]
+                        },
+                    },
+                )
             else:
                 await self.reply_text(msg, f"echo: {text}")
         elif kind == "interactive":
@@ -167,12 +180,16 @@ class Bot:
                 await self.reply_text(msg, f"sorry, I could not fetch your {kind}")
             else:
                 verdict = "ok" if fetched.sha256_ok else "MISMATCH"
-                await self.reply_text(msg, f"got your {kind} ({fetched.size} bytes, sha256 {verdict})")
+                await self.reply_text(
+                    msg, f"got your {kind} ({fetched.size} bytes, sha256 {verdict})"
+                )
         elif kind == "location":
             await self.reply_text(msg, "nice place")
         elif kind == "reaction":
             reaction = msg["reaction"]
-            self.log.append(f"reaction {reaction.get('emoji') or '(removed)'} on {reaction.get('message_id')}")
+            self.log.append(
+                f"reaction {reaction.get('emoji') or '(removed)'} on {reaction.get('message_id')}"
+            )
         else:
             await self.reply_text(msg, "unsupported")
 
@@ -194,7 +211,9 @@ class Bot:
         if resp.status != 200 or "url" not in meta:
             self.log.append(f"{kind} {media_id} lookup failed ({_describe(resp.status, meta)})")
             return None
-        async with self.session.get(meta["url"], headers=self.auth) as resp:  # token needed here too
+        async with self.session.get(
+            meta["url"], headers=self.auth
+        ) as resp:  # token needed here too
             data = await resp.read()
         if resp.status != 200:
             self.log.append(f"{kind} {media_id} download failed (HTTP {resp.status})")
@@ -206,8 +225,10 @@ class Bot:
         mime = meta.get("mime_type") or obj.get("mime_type", "")
         fetched = MediaFetch(media_id, mime, len(data), ok, digest.hexdigest())
         self.media.append(fetched)
-        self.log.append(f"{kind} {media_id} fetched: {len(data)} B {mime}, "
-                        f"sha256 {'matches' if ok else 'MISMATCH'}")
+        self.log.append(
+            f"{kind} {media_id} fetched: {len(data)} B {mime}, "
+            f"sha256 {'matches' if ok else 'MISMATCH'}"
+        )
         return fetched
 
     async def reply_text(self, msg: dict[str, Any], text: str) -> None:
@@ -235,8 +256,11 @@ class Bot:
     async def mark_read(self, wamid: str) -> None:
         body = {"messaging_product": "whatsapp", "status": "read", "message_id": wamid}
         status, answer = await self.post_message(body)
-        self.log.append(f"marked {wamid} read" if status == 200 else
-                        f"mark-as-read failed ({_describe(status, answer)})")
+        self.log.append(
+            f"marked {wamid} read"
+            if status == 200
+            else f"mark-as-read failed ({_describe(status, answer)})"
+        )
 
     async def post_message(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         assert self.session is not None

@@ -41,6 +41,7 @@ from pseudowa.proxy.contract.hosts import GRAPH_URL
 from pseudowa.proxy.contract.hosts import MEDIA_HOST
 from pseudowa.proxy.contract.hosts import MEDIA_URL
 from pseudowa.proxy.errors import ConfigError
+from pseudowa.proxy.errors import ListenError
 from pseudowa.proxy.errors import UserError
 from pseudowa.proxy.mitm.ca import ca_cert_path
 from pseudowa.proxy.mitm.live import live_line
@@ -170,7 +171,7 @@ def _free_ports(host: str, count: int) -> list[int]:
             s.bind((host, 0))
         return [int(s.getsockname()[1]) for s in socks]
     except OSError as e:
-        raise UserError(f"cannot listen on {host}: {e.strerror or e}") from e
+        raise ListenError(f"cannot listen on {host}: {e.strerror or e}") from e
     finally:
         for s in socks:
             s.close()

@@ -35,6 +35,7 @@ from typing import Any
 from typing import Protocol
 
 from pseudowa.proxy.errors import ConfigError
+from pseudowa.proxy.errors import ListenError
 from pseudowa.proxy.errors import UserError
 from pseudowa.proxy.mitm.ca import DEFAULT_CONFDIR
 from pseudowa.proxy.mitm.ca import ca_cert_path
@@ -87,7 +88,7 @@ def check_free(host: str, port: int, label: str) -> None:
         try:
             s.bind((host, port))
         except OSError as e:
-            raise UserError(cannot_listen(host, port, label, e.strerror or str(e))) from e
+            raise ListenError(cannot_listen(host, port, label, e.strerror or str(e))) from e
 
 
 # -- mitmproxy's log --------------------------------------------------------------------------
@@ -290,7 +291,7 @@ async def run(
             except Exception:
                 logger.exception("mitmproxy shutdown failed")
     if bound.error is not None:
-        raise UserError(bound.error)
+        raise ListenError(bound.error)
     return bound.serving
 
 

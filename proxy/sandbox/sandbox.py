@@ -28,6 +28,7 @@ from types import TracebackType
 
 from pseudowa.addons.redirect import Redirect
 from pseudowa.proxy.cassette.check import compare
+from pseudowa.proxy.cassette.tape import index_exchange
 from pseudowa.proxy.contract import hosts
 from pseudowa.proxy.contract.outbound import MarkRead
 from pseudowa.proxy.contract.outbound import SendRequest
@@ -278,7 +279,9 @@ class Sandbox:
                         "first with `pseudowa cassette import`, then replay it by name"
                     )
                 with ExitStack() as stack:
-                    store, name = stack.enter_context(temporary_import(Path(source)))
+                    store, name = stack.enter_context(
+                        temporary_import(Path(source), index_exchange)
+                    )
                     return await self._replay(store, name, check=check, journal=None)
             if self.store is None:
                 raise ConfigError(

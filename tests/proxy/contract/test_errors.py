@@ -17,22 +17,25 @@ from pseudowa.proxy.contract.errors import missing_parameter
 from pseudowa.proxy.contract.errors import unknown_object
 
 
-@pytest.mark.parametrize(("code", "http_status"), [
-    (131000, 500),
-    (130429, 400),  # Graph answers rate limits with 400, not 429
-    (190, 401),
-    (100, 400),
-    (132001, 404),
-    (0, 401),
-    (2, 503),
-    (10, 403),
-    (131005, 403),
-    (131008, 400),
-    (131009, 400),
-    (131016, 500),
-    (131047, 400),
-    (131056, 400),
-])
+@pytest.mark.parametrize(
+    ("code", "http_status"),
+    [
+        (131000, 500),
+        (130429, 400),  # Graph answers rate limits with 400, not 429
+        (190, 401),
+        (100, 400),
+        (132001, 404),
+        (0, 401),
+        (2, 503),
+        (10, 403),
+        (131005, 403),
+        (131008, 400),
+        (131009, 400),
+        (131016, 500),
+        (131047, 400),
+        (131056, 400),
+    ],
+)
 def test_http_status_follows_metas_table(code: int, http_status: int) -> None:
     assert GraphError(code).http_status == http_status
 
@@ -62,8 +65,10 @@ def test_envelope_keeps_given_trace_id_and_details() -> None:
         "message": "(#130429) Rate limit hit",
         "type": "OAuthException",
         "code": 130429,
-        "error_data": {"messaging_product": "whatsapp",
-                       "details": "Too many messages for 16505551234."},
+        "error_data": {
+            "messaging_product": "whatsapp",
+            "details": "Too many messages for 16505551234.",
+        },
         "is_transient": True,
         "fbtrace_id": "Az8or2yhqkZfEZ-_4Qn_Bam",
     }

@@ -16,38 +16,53 @@ from pseudowa.proxy.contract.matching import normalize_path
 from pseudowa.proxy.contract.matching import parse_json
 
 
-@pytest.mark.parametrize(("url", "path"), [
-    ("https://graph.facebook.com/v23.0/106540352242922/messages", "/106540352242922/messages"),
-    ("https://graph.facebook.com/v18/106540352242922/messages?x=1#f", "/106540352242922/messages"),
-    ("https://graph.facebook.com/106540352242922/messages", "/106540352242922/messages"),
-    ("http://localhost:8080/v21.0/1037543291543636?phone_number_id=1", "/1037543291543636"),
-    ("/v23.0/106540352242922/media", "/106540352242922/media"),
-    ("/106540352242922/media", "/106540352242922/media"),
-    ("https://graph.facebook.com/v23.0", "/"),
-    ("https://graph.facebook.com", "/"),
-    # Only a leading version segment is stripped.
-    ("/v23.0/v1/messages", "/v1/messages"),
-    ("/v23.0x/messages", "/v23.0x/messages"),
-])
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("https://graph.facebook.com/v23.0/106540352242922/messages", "/106540352242922/messages"),
+        (
+            "https://graph.facebook.com/v18/106540352242922/messages?x=1#f",
+            "/106540352242922/messages",
+        ),
+        ("https://graph.facebook.com/106540352242922/messages", "/106540352242922/messages"),
+        ("http://localhost:8080/v21.0/1037543291543636?phone_number_id=1", "/1037543291543636"),
+        ("/v23.0/106540352242922/media", "/106540352242922/media"),
+        ("/106540352242922/media", "/106540352242922/media"),
+        ("https://graph.facebook.com/v23.0", "/"),
+        ("https://graph.facebook.com", "/"),
+        # Only a leading version segment is stripped.
+        ("/v23.0/v1/messages", "/v1/messages"),
+        ("/v23.0x/messages", "/v23.0x/messages"),
+    ],
+)
 def test_normalize_path(url: str, path: str) -> None:
     assert normalize_path(url) == path
 
 
-@pytest.mark.parametrize(("url", "version"), [
-    ("https://graph.facebook.com/v23.0/1/messages", "v23.0"),
-    ("/v18/1/messages", "v18"),
-    ("https://graph.facebook.com/v24.0", "v24.0"),
-    ("https://graph.facebook.com/1/messages", None),
-    ("/1/v23.0/messages", None),
-])
+@pytest.mark.parametrize(
+    ("url", "version"),
+    [
+        ("https://graph.facebook.com/v23.0/1/messages", "v23.0"),
+        ("/v18/1/messages", "v18"),
+        ("https://graph.facebook.com/v24.0", "v24.0"),
+        ("https://graph.facebook.com/1/messages", None),
+        ("/1/v23.0/messages", None),
+    ],
+)
 def test_graph_version(url: str, version: str | None) -> None:
     assert graph_version(url) == version
 
 
 def test_normalize_ignores_media_ids_and_timestamps_keeps_reply_target() -> None:
-    body = {"messaging_product": "whatsapp", "to": "1", "type": "image",
-            "image": {"id": "1037543291543636", "caption": "c"},
-            "context": {"message_id": "wamid.q"}, "timestamp": "1", "meta": {"timestamp": 2}}
+    body = {
+        "messaging_product": "whatsapp",
+        "to": "1",
+        "type": "image",
+        "image": {"id": "1037543291543636", "caption": "c"},
+        "context": {"message_id": "wamid.q"},
+        "timestamp": "1",
+        "meta": {"timestamp": 2},
+    }
     out = normalize(body)
     assert out["image"] == {"id": IGNORED, "caption": "c"}
     assert out["timestamp"] == IGNORED
@@ -58,29 +73,57 @@ def test_normalize_ignores_media_ids_and_timestamps_keeps_reply_target() -> None
     for kind in ("audio", "video", "document", "sticker"):
         assert normalize({kind: {"id": "9"}}) == {kind: {"id": IGNORED}}
     # A link is what the bot chose, not an upload id: it still counts.
-    assert normalize({"image": {"link": "https://x/a.jpg"}}) == {"image": {"link": "https://x/a.jpg"}}
+    assert normalize({"image": {"link": "https://x/a.jpg"}}) == {
+        "image": {"link": "https://x/a.jpg"}
+    }
 
 
 def test_uploaded_media_ids_ignored_when_nested() -> None:
     """A template or interactive header naming media uploaded this run still matches."""
+
     def template(media_id: str) -> RequestShape:
-        body = {"messaging_product": "whatsapp", "to": "1", "type": "template", "template": {
-            "name": "order", "language": {"code": "en_US"}, "components": [
-                {"type": "header", "parameters": [{"type": "document", "document": {
-                    "id": media_id, "filename": "invoice.pdf"}}]}]}}
+        body = {
+            "messaging_product": "whatsapp",
+            "to": "1",
+            "type": "template",
+            "template": {
+                "name": "order",
+                "language": {"code": "en_US"},
+                "components": [
+                    {
+                        "type": "header",
+                        "parameters": [
+                            {
+                                "type": "document",
+                                "document": {"id": media_id, "filename": "invoice.pdf"},
+                            }
+                        ],
+                    }
+                ],
+            },
+        }
         return RequestShape.of("POST", "/v23.0/1/messages", json.dumps(body).encode())
 
     def header(media_id: str) -> RequestShape:
-        body = {"messaging_product": "whatsapp", "to": "1", "type": "interactive", "interactive": {
-            "type": "button", "header": {"type": "image", "image": {"id": media_id}},
-            "body": {"text": "b"}, "action": {"buttons": []}}}
+        body = {
+            "messaging_product": "whatsapp",
+            "to": "1",
+            "type": "interactive",
+            "interactive": {
+                "type": "button",
+                "header": {"type": "image", "image": {"id": media_id}},
+                "body": {"text": "b"},
+                "action": {"buttons": []},
+            },
+        }
         return RequestShape.of("POST", "/v23.0/1/messages", json.dumps(body).encode())
 
     assert template("1111111111111111").key() == template("2222222222222222").key()
     assert header("1111111111111111").key() == header("2222222222222222").key()
     # Ids that are not media ids still count.
     assert normalize({"interactive": {"action": {"buttons": [{"reply": {"id": "yes"}}]}}}) == {
-        "interactive": {"action": {"buttons": [{"reply": {"id": "yes"}}]}}}
+        "interactive": {"action": {"buttons": [{"reply": {"id": "yes"}}]}}
+    }
 
 
 def test_normalize_custom_volatile_and_lists() -> None:
@@ -89,11 +132,19 @@ def test_normalize_custom_volatile_and_lists() -> None:
     assert normalize(body, ()) == body
 
 
-def send(version: str, media_id: str, reply_to: str = "wamid.q", caption: str = "c") -> RequestShape:
-    body = {"messaging_product": "whatsapp", "to": "16505551234", "type": "image",
-            "image": {"id": media_id, "caption": caption}, "context": {"message_id": reply_to}}
-    return RequestShape.of("post", f"https://graph.facebook.com/{version}/106/messages",
-                           json.dumps(body).encode())
+def send(
+    version: str, media_id: str, reply_to: str = "wamid.q", caption: str = "c"
+) -> RequestShape:
+    body = {
+        "messaging_product": "whatsapp",
+        "to": "16505551234",
+        "type": "image",
+        "image": {"id": media_id, "caption": caption},
+        "context": {"message_id": reply_to},
+    }
+    return RequestShape.of(
+        "post", f"https://graph.facebook.com/{version}/106/messages", json.dumps(body).encode()
+    )
 
 
 def test_same_send_has_same_key_across_versions_and_uploads() -> None:
@@ -127,12 +178,28 @@ def test_non_json_bodies_shape_to_none() -> None:
 
 
 def test_diff_fields_lists_dotted_paths() -> None:
-    a = {"to": "1", "text": {"body": "hi", "preview_url": False},
-         "components": [{"type": "body"}, {"type": "x"}], "list": [1, 2], "gone": 1}
-    b = {"to": "2", "text": {"body": "hi", "preview_url": True},
-         "components": [{"type": "body"}, {"type": "y"}], "list": [1, 2, 3], "new": 1}
-    assert diff_fields(a, b) == ["components[1].type", "gone", "list", "new", "text.preview_url",
-                                 "to"]
+    a = {
+        "to": "1",
+        "text": {"body": "hi", "preview_url": False},
+        "components": [{"type": "body"}, {"type": "x"}],
+        "list": [1, 2],
+        "gone": 1,
+    }
+    b = {
+        "to": "2",
+        "text": {"body": "hi", "preview_url": True},
+        "components": [{"type": "body"}, {"type": "y"}],
+        "list": [1, 2, 3],
+        "new": 1,
+    }
+    assert diff_fields(a, b) == [
+        "components[1].type",
+        "gone",
+        "list",
+        "new",
+        "text.preview_url",
+        "to",
+    ]
     assert diff_fields(a, a) == []
     assert diff_fields({"a": 1}, [1]) == ["(body)"]
     assert diff_fields(None, None) == []
@@ -157,10 +224,13 @@ def test_nearest_orders_by_fewest_differences() -> None:
     assert [len(fields) for _, fields in found] == [0, 1, 1, 2, 2]
     assert found[0] == (exact, [])
     assert dict((c.key(), f) for c, f in found[1:3]) == {
-        one_off.key(): ["body.image.caption"], other_path.key(): ["path"]}
+        one_off.key(): ["body.image.caption"],
+        other_path.key(): ["path"],
+    }
     assert dict((c.key(), f) for c, f in found[3:]) == {
         two_off.key(): ["body.context.message_id", "body.image.caption"],
-        wrong_method.key(): ["method", "body"]}
+        wrong_method.key(): ["method", "body"],
+    }
     # Ties break the same way whatever order the candidates come in.
     assert nearest(live, candidates[::-1], n=5) == found
     assert len(nearest(live, [two_off, one_off, exact])) == 3

@@ -50,17 +50,27 @@ def test_tampered_fields_rejected() -> None:
     other = media_url.sign(SECRET, "9999999999999999", now=NOW)
     assert media_url.check(SECRET, "9999999999999999", ext, sig, now=NOW) is None  # other media
     assert media_url.check(SECRET, mid, str(int(ext) + 3600), sig, now=NOW) is None  # extended
-    assert media_url.check(SECRET, mid, ext, sig[:-1] + ("0" if sig[-1] != "0" else "1"),
-                           now=NOW) is None
+    assert (
+        media_url.check(SECRET, mid, ext, sig[:-1] + ("0" if sig[-1] != "0" else "1"), now=NOW)
+        is None
+    )
     assert media_url.check(SECRET, mid, ext, other.hash, now=NOW) is None  # hash of another
     assert media_url.check(b"other-secret", mid, ext, sig, now=NOW) is None
 
 
-@pytest.mark.parametrize(("mid", "ext", "sig"), [
-    (None, "1", "a"), ("1", None, "a"), ("1", "1", None), ("", "1", "a"),
-    ("1", "soon", "a"), ("1", "1.5", "a"), ("1", "9" * 5000, "a"),
-    (MID, "1750000300", "\u00e4" * 40),  # non-ASCII must not crash the handler
-])
+@pytest.mark.parametrize(
+    ("mid", "ext", "sig"),
+    [
+        (None, "1", "a"),
+        ("1", None, "a"),
+        ("1", "1", None),
+        ("", "1", "a"),
+        ("1", "soon", "a"),
+        ("1", "1.5", "a"),
+        ("1", "9" * 5000, "a"),
+        (MID, "1750000300", "\u00e4" * 40),  # non-ASCII must not crash the handler
+    ],
+)
 def test_garbage_rejected(mid, ext, sig) -> None:
     assert media_url.check(SECRET, mid, ext, sig, now=NOW) is None
 

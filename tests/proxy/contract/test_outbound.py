@@ -17,8 +17,11 @@ TO = "16505551234"
 
 
 def send(type_: str | None, sub: Any = None, **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual",
-                            "to": TO}
+    body: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": TO,
+    }
     if type_ is not None:
         body["type"] = type_
         if sub is not None:
@@ -32,31 +35,66 @@ def raw(body: Any) -> bytes:
 
 
 def buttons(n: int, title: str = "Yes") -> dict[str, Any]:
-    return {"type": "button", "body": {"text": "Pick one"}, "action": {"buttons": [
-        {"type": "reply", "reply": {"id": f"b{i}", "title": title}} for i in range(n)]}}
+    return {
+        "type": "button",
+        "body": {"text": "Pick one"},
+        "action": {
+            "buttons": [
+                {"type": "reply", "reply": {"id": f"b{i}", "title": title}} for i in range(n)
+            ]
+        },
+    }
 
 
 def list_msg(rows: int, sections: int = 1) -> dict[str, Any]:
-    return {"type": "list", "header": {"type": "text", "text": "H"}, "body": {"text": "B"},
-            "footer": {"text": "F"}, "action": {"button": "Options", "sections": [
-                {"title": f"S{s}", "rows": [{"id": f"r{s}.{r}", "title": f"Row {r}",
-                                             "description": "d"} for r in range(rows)]}
-                for s in range(sections)]}}
+    return {
+        "type": "list",
+        "header": {"type": "text", "text": "H"},
+        "body": {"text": "B"},
+        "footer": {"text": "F"},
+        "action": {
+            "button": "Options",
+            "sections": [
+                {
+                    "title": f"S{s}",
+                    "rows": [
+                        {"id": f"r{s}.{r}", "title": f"Row {r}", "description": "d"}
+                        for r in range(rows)
+                    ],
+                }
+                for s in range(sections)
+            ],
+        },
+    }
 
 
-TEMPLATE = {"name": "hello_world", "language": {"code": "en_US"}, "components": [
-    {"type": "header", "parameters": [{"type": "image", "image": {"link": "https://x/a.jpg"}}]},
-    {"type": "body", "parameters": [
-        {"type": "text", "text": "Ana"},
-        {"type": "currency", "currency": {"fallback_value": "$100.99", "code": "USD",
-                                          "amount_1000": 100990}}]},
-    {"type": "button", "sub_type": "quick_reply", "index": "0",
-     "parameters": [{"type": "payload", "payload": "YES"}]},
-]}
+TEMPLATE = {
+    "name": "hello_world",
+    "language": {"code": "en_US"},
+    "components": [
+        {"type": "header", "parameters": [{"type": "image", "image": {"link": "https://x/a.jpg"}}]},
+        {
+            "type": "body",
+            "parameters": [
+                {"type": "text", "text": "Ana"},
+                {
+                    "type": "currency",
+                    "currency": {"fallback_value": "$100.99", "code": "USD", "amount_1000": 100990},
+                },
+            ],
+        },
+        {
+            "type": "button",
+            "sub_type": "quick_reply",
+            "index": "0",
+            "parameters": [{"type": "payload", "payload": "YES"}],
+        },
+    ],
+}
 
 VALID = {
     "text": send("text", {"body": "hello", "preview_url": False}),
-    "text-unicode": send("text", {"body": "caf\u00e9 \U0001F600"}),
+    "text-unicode": send("text", {"body": "caf\u00e9 \U0001f600"}),
     "text-default-type": {"messaging_product": "whatsapp", "to": TO, "text": {"body": "hi"}},
     "image-id": send("image", {"id": "1037543291543636", "caption": "optional"}),
     "image-link": send("image", {"link": "https://example.com/a.jpg"}),
@@ -65,17 +103,34 @@ VALID = {
     "document": send("document", {"id": "1037543291543636", "filename": "invoice.pdf"}),
     "sticker": send("sticker", {"id": "1037543291543636"}),
     "location": send("location", {"latitude": 37.48, "longitude": "-122.14", "name": "HQ"}),
-    "contacts": send("contacts", [{"name": {"formatted_name": "Ana B", "first_name": "Ana"},
-                                   "phones": [{"phone": "+1 650 555 0000", "type": "WORK"}]}]),
+    "contacts": send(
+        "contacts",
+        [
+            {
+                "name": {"formatted_name": "Ana B", "first_name": "Ana"},
+                "phones": [{"phone": "+1 650 555 0000", "type": "WORK"}],
+            }
+        ],
+    ),
     "template": send("template", TEMPLATE),
-    "template-no-components": send("template", {"name": "hello_world",
-                                                "language": {"code": "en_US"}}),
+    "template-no-components": send(
+        "template", {"name": "hello_world", "language": {"code": "en_US"}}
+    ),
     "buttons": send("interactive", buttons(3, "x" * 20)),
     "list": send("interactive", list_msg(5, 2)),
     "list-10": send("interactive", list_msg(10)),
-    "cta_url": send("interactive", {"type": "cta_url", "body": {"text": "See"}, "action": {
-        "name": "cta_url", "parameters": {"display_text": "Open", "url": "https://x.org"}}}),
-    "reaction": send("reaction", {"message_id": "wamid.HBgL", "emoji": "\U0001F600"}),
+    "cta_url": send(
+        "interactive",
+        {
+            "type": "cta_url",
+            "body": {"text": "See"},
+            "action": {
+                "name": "cta_url",
+                "parameters": {"display_text": "Open", "url": "https://x.org"},
+            },
+        },
+    ),
+    "reaction": send("reaction", {"message_id": "wamid.HBgL", "emoji": "\U0001f600"}),
     "reaction-removed": send("reaction", {"message_id": "wamid.HBgL", "emoji": ""}),
     "plus-number": {**send("text", {"body": "x"}), "to": "+1 (650) 555-1234"},
     "group": {**send("text", {"body": "x"}), "recipient_type": "group"},
@@ -102,8 +157,16 @@ def test_media_id_and_link_reported() -> None:
 
 
 def test_reply_context_and_opaque_data() -> None:
-    req = parse_send(raw(send("text", {"body": "x"}, context={"message_id": "wamid.q"},
-                              biz_opaque_callback_data="ord-7")))
+    req = parse_send(
+        raw(
+            send(
+                "text",
+                {"body": "x"},
+                context={"message_id": "wamid.q"},
+                biz_opaque_callback_data="ord-7",
+            )
+        )
+    )
     assert req.reply_to == "wamid.q"
     assert req.biz_opaque_callback_data == "ord-7"
     plain = parse_send(raw(VALID["text"]))
@@ -116,19 +179,33 @@ def test_category() -> None:
 
 
 def test_mark_as_read_with_typing_indicator() -> None:
-    body = {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.HBgL",
-            "typing_indicator": {"type": "text"}}
+    body = {
+        "messaging_product": "whatsapp",
+        "status": "read",
+        "message_id": "wamid.HBgL",
+        "typing_indicator": {"type": "text"},
+    }
     assert parse_send(raw(body)) == MarkRead("wamid.HBgL", True)
     del body["typing_indicator"]
     assert parse_send(raw(body)) == MarkRead("wamid.HBgL", False)
 
 
-@pytest.mark.parametrize(("body", "code"), [
-    ({"messaging_product": "whatsapp", "status": "delivered", "message_id": "wamid.x"}, 131009),
-    ({"messaging_product": "whatsapp", "status": "read"}, 131008),
-    ({"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.x",
-      "typing_indicator": {"type": "audio"}}, 131009),
-])
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"messaging_product": "whatsapp", "status": "delivered", "message_id": "wamid.x"}, 131009),
+        ({"messaging_product": "whatsapp", "status": "read"}, 131008),
+        (
+            {
+                "messaging_product": "whatsapp",
+                "status": "read",
+                "message_id": "wamid.x",
+                "typing_indicator": {"type": "audio"},
+            },
+            131009,
+        ),
+    ],
+)
 def test_mark_as_read_rejections(body: dict[str, Any], code: int) -> None:
     with pytest.raises(GraphError) as info:
         parse_send(raw(body))
@@ -142,8 +219,10 @@ REJECTED: dict[str, tuple[bytes, int]] = {
     "deeply-nested": (b"[" * 100_000, 100),
     "missing-messaging_product": (raw({"to": TO, "type": "text", "text": {"body": "x"}}), 131008),
     "wrong-messaging_product": (raw({**VALID["text"], "messaging_product": "sms"}), 131009),
-    "missing-to": (raw({"messaging_product": "whatsapp", "type": "text",
-                        "text": {"body": "x"}}), 131008),
+    "missing-to": (
+        raw({"messaging_product": "whatsapp", "type": "text", "text": {"body": "x"}}),
+        131008,
+    ),
     "empty-to": (raw({**VALID["text"], "to": ""}), 131008),
     "non-numeric-to": (raw({**VALID["text"], "to": "bob"}), 131009),
     "integer-to": (raw({**VALID["text"], "to": 16505551234}), 131009),
@@ -165,20 +244,48 @@ REJECTED: dict[str, tuple[bytes, int]] = {
     "contacts-without-name": (raw(send("contacts", [{"phones": []}])), 131008),
     "template-without-name": (raw(send("template", {"language": {"code": "en_US"}})), 131008),
     "template-without-language": (raw(send("template", {"name": "hello_world"})), 131008),
-    "interactive-unknown-type": (raw(send("interactive", {**buttons(1), "type": "carousel3d"})),
-                                 131009),
+    "interactive-unknown-type": (
+        raw(send("interactive", {**buttons(1), "type": "carousel3d"})),
+        131009,
+    ),
     "4-buttons": (raw(send("interactive", buttons(4))), 131009),
     "button-title-21": (raw(send("interactive", buttons(1, "x" * 21))), 131009),
     "no-buttons": (raw(send("interactive", buttons(0))), 131008),
     "list-11-rows": (raw(send("interactive", list_msg(11))), 131009),
     "list-11-rows-across-sections": (raw(send("interactive", list_msg(4, 3))), 131009),
-    "list-row-title-25": (raw(send("interactive", {**list_msg(1), "action": {
-        "button": "Options", "sections": [{"rows": [{"id": "r", "title": "t" * 25}]}]}})), 131009),
-    "cta-without-url": (raw(send("interactive", {"type": "cta_url", "body": {"text": "x"},
-                        "action": {"parameters": {"display_text": "Open"}}})), 131008),
+    "list-row-title-25": (
+        raw(
+            send(
+                "interactive",
+                {
+                    **list_msg(1),
+                    "action": {
+                        "button": "Options",
+                        "sections": [{"rows": [{"id": "r", "title": "t" * 25}]}],
+                    },
+                },
+            )
+        ),
+        131009,
+    ),
+    "cta-without-url": (
+        raw(
+            send(
+                "interactive",
+                {
+                    "type": "cta_url",
+                    "body": {"text": "x"},
+                    "action": {"parameters": {"display_text": "Open"}},
+                },
+            )
+        ),
+        131008,
+    ),
     "reaction-without-message_id": (raw(send("reaction", {"emoji": "x"})), 131008),
-    "reaction-emoji-not-string": (raw(send("reaction", {"message_id": "wamid.x", "emoji": 1})),
-                                  131009),
+    "reaction-emoji-not-string": (
+        raw(send("reaction", {"message_id": "wamid.x", "emoji": 1})),
+        131009,
+    ),
 }
 
 

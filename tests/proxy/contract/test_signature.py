@@ -15,9 +15,19 @@ from pseudowa.proxy.contract import webhooks
 SECRET = "app-secret-\u00e9"  # a secret with a non-ASCII character, as UTF-8 bytes
 PAYLOAD = {
     "object": "whatsapp_business_account",
-    "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
-        "text": "\u00e4\u00f6\u00e5 \u00c4\u00ff caf\u00e9 \U0001F600 \u4f60\u597d / \"q\" \\",
-    }}]}],
+    "entry": [
+        {
+            "id": "1",
+            "changes": [
+                {
+                    "field": "messages",
+                    "value": {
+                        "text": '\u00e4\u00f6\u00e5 \u00c4\u00ff caf\u00e9 \U0001f600 \u4f60\u597d / "q" \\',
+                    },
+                }
+            ],
+        }
+    ],
 }
 
 
@@ -75,20 +85,23 @@ def test_verify_rejects_wrong_secret() -> None:
     assert not signature.verify("other-secret", body, signature.sign(SECRET, body))
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda h: h[len("sha256="):],  # missing prefix
-    lambda h: "sha1=" + h[len("sha256="):],
-    lambda h: "SHA256=" + h[len("sha256="):],
-    lambda h: "sha256=" + h[len("sha256="):].upper(),  # Meta sends lowercase hex
-    lambda h: h[:-1],
-    lambda h: "",
-    lambda h: None,
-    lambda h: "sha256=\u00e4" + h[8:],  # non-ASCII garbage must not crash the check
-])
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda h: h[len("sha256=") :],  # missing prefix
+        lambda h: "sha1=" + h[len("sha256=") :],
+        lambda h: "SHA256=" + h[len("sha256=") :],
+        lambda h: "sha256=" + h[len("sha256=") :].upper(),  # Meta sends lowercase hex
+        lambda h: h[:-1],
+        lambda h: "",
+        lambda h: None,
+        lambda h: "sha256=\u00e4" + h[8:],  # non-ASCII garbage must not crash the check
+    ],
+)
 def test_verify_rejects_malformed_headers(mangle) -> None:
     body = webhooks.dumps(PAYLOAD)
     header = signature.sign(SECRET, body)
-    assert header[len("sha256="):] != header[len("sha256="):].upper()  # has hex letters
+    assert header[len("sha256=") :] != header[len("sha256=") :].upper()  # has hex letters
     assert signature.verify(SECRET, body, mangle(header)) is False
 
 

@@ -15,7 +15,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-
 from openapi import validate
 
 from pseudowa.proxy.contract import signature
@@ -71,14 +70,16 @@ class FakeGraph:
         if media_id not in self.media:
             return error_response(unknown_object(media_id))
         data, mime = self.media[media_id]
-        return web.json_response({
-            "messaging_product": "whatsapp",
-            "url": f"{self.base_url}/dl/{media_id}",
-            "mime_type": mime,
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "file_size": str(len(data)),
-            "id": media_id,
-        })
+        return web.json_response(
+            {
+                "messaging_product": "whatsapp",
+                "url": f"{self.base_url}/dl/{media_id}",
+                "mime_type": mime,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "file_size": str(len(data)),
+                "id": media_id,
+            }
+        )
 
     async def download(self, request: web.Request) -> web.Response:
         data, mime = self.media[request.match_info["media_id"]]
@@ -127,8 +128,9 @@ class Harness:
     bot_url: str
     client: aiohttp.ClientSession
 
-    async def deliver(self, payload: dict[str, Any], *, header: str | None = "sign",
-                      body: bytes | None = None) -> int:
+    async def deliver(
+        self, payload: dict[str, Any], *, header: str | None = "sign", body: bytes | None = None
+    ) -> int:
         """POST a webhook the way Meta does: schema-valid, compact, signed over the bytes."""
         validate("WebhookPayload", payload)
         raw = wh.dumps(payload) if body is None else body
@@ -152,8 +154,11 @@ class Harness:
 async def h() -> AsyncIterator[Harness]:
     graph = FakeGraph()
     graph_runner, graph.base_url = await serve(graph.app())
-    app = make_app(BotConfig(graph.base_url, TOKEN, APP_SECRET, VERIFY_TOKEN,
-                             phone_number_id=ACCOUNT.phone_number_id))
+    app = make_app(
+        BotConfig(
+            graph.base_url, TOKEN, APP_SECRET, VERIFY_TOKEN, phone_number_id=ACCOUNT.phone_number_id
+        )
+    )
     bot_runner, bot_url = await serve(app)
     async with aiohttp.ClientSession() as client:
         yield Harness(graph, app[BOT_KEY], bot_url, client)
@@ -166,7 +171,9 @@ def text(body: str, sender: str = USER) -> dict[str, Any]:
 
 
 def image(media_id: str, data: bytes) -> dict[str, Any]:
-    return wh.message("image", USER, wh.media_body("image", media_id, "image/png", wh.sha256_b64(data)))
+    return wh.message(
+        "image", USER, wh.media_body("image", media_id, "image/png", wh.sha256_b64(data))
+    )
 
 
 def reply_texts(graph: FakeGraph) -> list[str]:
@@ -177,18 +184,24 @@ def reply_texts(graph: FakeGraph) -> list[str]:
 
 
 async def test_handshake_echoes_the_challenge_as_plain_text(h: Harness) -> None:
-    status, body, ctype = await h.handshake(**{
-        "hub.mode": "subscribe", "hub.challenge": "1158201444", "hub.verify_token": VERIFY_TOKEN})
+    status, body, ctype = await h.handshake(
+        **{"hub.mode": "subscribe", "hub.challenge": "1158201444", "hub.verify_token": VERIFY_TOKEN}
+    )
     assert (status, body, ctype) == (200, "1158201444", "text/plain")
     assert h.bot.log == ["verified handshake"]
 
 
-@pytest.mark.parametrize("params", [
-    {"hub.mode": "subscribe", "hub.challenge": "1", "hub.verify_token": "wrong"},
-    {"hub.mode": "unsubscribe", "hub.challenge": "1", "hub.verify_token": VERIFY_TOKEN},
-    {"hub.challenge": "1"},
-])
-async def test_handshake_with_wrong_token_or_mode_is_forbidden(h: Harness, params: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"hub.mode": "subscribe", "hub.challenge": "1", "hub.verify_token": "wrong"},
+        {"hub.mode": "unsubscribe", "hub.challenge": "1", "hub.verify_token": VERIFY_TOKEN},
+        {"hub.challenge": "1"},
+    ],
+)
+async def test_handshake_with_wrong_token_or_mode_is_forbidden(
+    h: Harness, params: dict[str, str]
+) -> None:
     status, body, _ = await h.handshake(**params)
     assert status == 403 and body != "1"
 
@@ -216,10 +229,22 @@ async def test_menu_then_button_and_list_choices(h: Harness) -> None:
     buttons = [b["reply"]["id"] for b in menu["interactive"]["action"]["buttons"]]
     assert buttons == ["opt-news", "opt-help"]
     context = {"from": ACCOUNT.display_phone_number, "id": h.bot.sent[0]}
-    assert await h.say(wh.message("interactive", USER, wh.button_reply_body("opt-news", "News"),
-                                  context=context)) == 200
-    assert await h.say(wh.message("interactive", USER, wh.list_reply_body("row-2", "Row 2", "d"),
-                                  context=context)) == 200
+    assert (
+        await h.say(
+            wh.message(
+                "interactive", USER, wh.button_reply_body("opt-news", "News"), context=context
+            )
+        )
+        == 200
+    )
+    assert (
+        await h.say(
+            wh.message(
+                "interactive", USER, wh.list_reply_body("row-2", "Row 2", "d"), context=context
+            )
+        )
+        == 200
+    )
     assert reply_texts(h.graph) == ["you chose opt-news", "you chose row-2"]
 
 
@@ -250,8 +275,10 @@ async def test_other_media_kinds_and_unknown_media(h: Harness) -> None:
     assert await h.say(wh.message("audio", USER, audio)) == 200
     sticker = wh.media_body("sticker", "404", "image/webp", wh.sha256_b64(b"x"), animated=False)
     assert await h.say(wh.message("sticker", USER, sticker)) == 200  # Graph: no such media
-    assert reply_texts(h.graph) == ["got your audio (104 bytes, sha256 ok)",
-                                    "sorry, I could not fetch your sticker"]
+    assert reply_texts(h.graph) == [
+        "got your audio (104 bytes, sha256 ok)",
+        "sorry, I could not fetch your sticker",
+    ]
     assert "sticker 404 lookup failed (#100)" in h.bot.log
 
 
@@ -260,7 +287,9 @@ async def test_location_reaction_and_unsupported(h: Harness) -> None:
     await h.say(first)
     await h.say(wh.message("location", USER, wh.location_body(37.44, -122.16, "Philz")))
     await h.say(wh.message("reaction", USER, wh.reaction_body(first["id"], "👍")))
-    await h.say(wh.message("unsupported", USER, None) | {"errors": [GraphError(131051).status_error()]})
+    await h.say(
+        wh.message("unsupported", USER, None) | {"errors": [GraphError(131051).status_error()]}
+    )
     assert reply_texts(h.graph) == ["echo: hi", "nice place", "unsupported"]
     assert f"reaction 👍 on {first['id']}" in h.bot.log
 
@@ -278,10 +307,13 @@ async def test_duplicate_wamid_is_processed_once(h: Harness) -> None:
 
 async def test_statuses_are_logged(h: Harness) -> None:
     sent, failed = new_wamid(USER), new_wamid(USER)
-    payload = wh.status_webhook(ACCOUNT, [
-        wh.status(sent, "delivered", USER),
-        wh.status(failed, "failed", USER, error=GraphError(131047)),
-    ])
+    payload = wh.status_webhook(
+        ACCOUNT,
+        [
+            wh.status(sent, "delivered", USER),
+            wh.status(failed, "failed", USER, error=GraphError(131047)),
+        ],
+    )
     assert await h.deliver(payload) == 200
     assert h.bot.statuses == [
         {"id": sent, "status": "delivered", "errors": []},
@@ -339,15 +371,31 @@ async def test_unexpected_failure_answers_500_and_the_retry_is_processed(
 
 
 def test_config_from_env() -> None:
-    config = BotConfig.from_env({"WA_GRAPH_URL": "http://127.0.0.1:9", "WA_TOKEN": "t",
-                                 "WA_APP_SECRET": "s", "WA_VERIFY_TOKEN": "v"})
+    config = BotConfig.from_env(
+        {
+            "WA_GRAPH_URL": "http://127.0.0.1:9",
+            "WA_TOKEN": "t",
+            "WA_APP_SECRET": "s",
+            "WA_VERIFY_TOKEN": "v",
+        }
+    )
     assert config == BotConfig("http://127.0.0.1:9", "t", "s", "v", "106540352242922", "v23.0")
-    assert BotConfig.from_env({"WA_TOKEN": "t", "WA_APP_SECRET": "s", "WA_VERIFY_TOKEN": "v",
-                               "WA_PHONE_NUMBER_ID": "1"}).graph_base_url == "https://graph.facebook.com"
+    assert (
+        BotConfig.from_env(
+            {
+                "WA_TOKEN": "t",
+                "WA_APP_SECRET": "s",
+                "WA_VERIFY_TOKEN": "v",
+                "WA_PHONE_NUMBER_ID": "1",
+            }
+        ).graph_base_url
+        == "https://graph.facebook.com"
+    )
 
 
-def test_main_without_env_explains(monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_main_without_env_explains(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for name in ("WA_TOKEN", "WA_APP_SECRET", "WA_VERIFY_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(SystemExit) as exc:
