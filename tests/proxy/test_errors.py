@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from cli_output import one_line_error
+from cli_helpers import one_line_error
 from click.testing import CliRunner
 
 from pseudowa.proxy import errors

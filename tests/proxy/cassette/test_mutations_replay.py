@@ -9,121 +9,30 @@ WebhookPayload schema.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
-from collections.abc import Awaitable
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
-from openapi import validate
+from bot_harness import Harness
+from bot_harness import running_harness
 
 from pseudowa.proxy.cassette import mutations as mutate
 from pseudowa.proxy.cassette import seeds
 from pseudowa.proxy.cassette.tape import index_exchanges
 from pseudowa.proxy.contract import webhooks as wh
-from pseudowa.proxy.examples.example_bot import BOT_KEY
-from pseudowa.proxy.examples.example_bot import Bot
-from pseudowa.proxy.examples.example_bot import BotConfig
-from pseudowa.proxy.examples.example_bot import make_app
-from pseudowa.proxy.sandbox.config import SandboxConfig
-from pseudowa.proxy.sandbox.replay import ReplayReport
-from pseudowa.proxy.sandbox.sandbox import Sandbox
-from pseudowa.storage.store import CassetteStore
 
-TOKEN = "pseudowa-access-token"
-SECRET = "pseudowa-app-secret"
-VERIFY = "pseudowa-verify-token"
 USER = seeds.USER
 MEDIA_ID = "1037543291543636"
-RECEIVED = web.AppKey("received", list[bytes])
-
-
-@web.middleware
-async def validate_webhooks(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    if request.method == "POST":
-        body = await request.read()
-        validate("WebhookPayload", json.loads(body))
-        request.app[RECEIVED].append(body)
-    return await handler(request)
-
-
-@dataclass
-class Harness:
-    store: CassetteStore
-    bot_url: str
-    app: web.Application
-
-    @property
-    def bot(self) -> Bot:
-        return self.app[BOT_KEY]
-
-    @property
-    def received(self) -> list[bytes]:
-        return self.app[RECEIVED]
-
-    async def replay(self, name: str, **options: Any) -> ReplayReport:
-        """One replay in a sandbox of its own, the bot pointed at its bound Graph URL."""
-        config = SandboxConfig(
-            bot_url=self.bot_url, access_token=TOKEN, **{"speed": 0.0, "quiet_s": 0.3, **options}
-        )
-        async with Sandbox(config, store=self.store) as sb:
-            self.bot.config = dataclasses.replace(self.bot.config, graph_base_url=sb.graph_url)
-            return await sb.replay(name)
-
-    async def record(self, seed: str) -> str:
-        """Replay a seed against a fresh bot; the run's journal is the recording."""
-        self.forget()
-        report = await self.replay(seed)
-        assert report.journal is not None
-        self.forget()
-        return report.journal
-
-    def forget(self) -> None:
-        for attr in (
-            "seen",
-            "replies",
-            "statuses",
-            "media",
-            "duplicates",
-            "reply_errors",
-            "log",
-            "sent",
-        ):
-            getattr(self.bot, attr).clear()
-        self.bot.rejected_signatures = 0
-        self.received.clear()
-
-    def wamids(self, name: str, category: str = "message") -> list[str]:
-        return [e.wamid for e in self.store.events(name, category=category) if e.wamid]
-
-    def replies_to(self, wamid: str) -> list[dict[str, Any]]:
-        return [r for r in self.bot.replies if r["context"]["message_id"] == wamid]
 
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    store = CassetteStore.open(f"sqlite:///{tmp_path / 'mutate.db'}")
-    # The Graph URL is set per replay, once its sandbox is bound.
-    app = make_app(BotConfig("http://127.0.0.1:1", TOKEN, SECRET, VERIFY))
-    app.middlewares.append(validate_webhooks)
-    app[RECEIVED] = []
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/webhook"
-    yield Harness(store, url, app)
-    await runner.cleanup()
-    store.close()
+    async with running_harness(tmp_path / "mutate.db") as h:
+        yield h
 
 
 async def test_duplicate_is_answered_once_and_logged(harness: Harness) -> None:

@@ -7,34 +7,12 @@ import re
 from pathlib import Path
 
 import pytest
-from cli_output import one_line_error as _one_line_error
+from cli_helpers import one_line_error as _one_line_error
+from cli_helpers import seed_greeting as _seed
 from click.testing import CliRunner
 
 from pseudowa.proxy.cli.main import cli
-from pseudowa.storage.records import EventData
-from pseudowa.storage.records import Exchange
 from pseudowa.storage.store import CassetteStore
-
-
-def _seed(db: str, name: str = "greeting") -> None:
-    with CassetteStore.open(db) as store:
-        store.create_cassette(name, source="sandbox", graph_api_version="v23.0")
-        body = json.dumps({"object": "whatsapp_business_account"}).encode()
-        store.append(
-            name,
-            Exchange(
-                "webhook",
-                "POST",
-                "http://bot/webhook",
-                request_body=body,
-                response_status=200,
-                started_at=100.0,
-                finished_at=100.25,
-            ),
-            [EventData(wamid="wamid.A", category="message", type="text", sender="16505551234")],
-        )
-        blob = store.put_media(b"\x89PNG fake", "image/png")
-        store.link_media(name, "1234", blob.sha256)
 
 
 def test_version(runner: CliRunner) -> None:

@@ -12,9 +12,7 @@ import datetime
 import hashlib
 import ipaddress
 import json
-import os
 import re
-import signal
 import socket
 import ssl
 import sys
@@ -41,6 +39,7 @@ from pseudowa.proxy.sandbox.graph import GraphConfig
 from pseudowa.proxy.testing.ports import free_port as _free_port
 from pseudowa.proxy.testing.ports import free_ports as _free_ports
 from pseudowa.proxy.testing.ports import wait_port as _wait_port
+from pseudowa.proxy.testing.processes import Process
 from pseudowa.storage.store import CassetteStore
 
 TOKEN = "EAAtest-Access-Token-7c1f"
@@ -55,83 +54,16 @@ SUMMARY = re.compile(
 )
 
 
-class _Process:
-    """A subprocess whose stdout lines are collected as they come."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self.stderr = b""
-        self._changed = asyncio.Event()
-        self._reader = asyncio.get_running_loop().create_task(self._read())
-
-    @classmethod
-    async def start(
-        cls, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
-    ) -> _Process:
-        proc = await asyncio.create_subprocess_exec(
-            *args,
-            env={**os.environ, **(env or {})},
-            cwd=cwd,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        return cls(proc)
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        err = asyncio.get_running_loop().create_task(self.proc.stderr.read())
-        while line := await self.proc.stdout.readline():
-            self.lines.append(line.decode().rstrip("\n"))
-            self._changed.set()
-        self.stderr = await err
-        self._changed.set()
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    async def wait_for(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
-        """The first stdout line matching `pattern`, waiting for it to be printed."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.lines:
-                if m := regex.search(line):
-                    return m
-            if self._reader.done():
-                raise AssertionError(
-                    f"exited without printing {pattern!r}:\n{self.output}\n{self.stderr.decode()}"
-                )
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
-            except asyncio.TimeoutError:
-                raise AssertionError(f"no line matching {pattern!r} yet:\n{self.output}") from None
-
-    async def wait(self, timeout: float = 20.0) -> int:
-        """Wait for the exit and the last line; the exit status."""
-        code = await asyncio.wait_for(self.proc.wait(), timeout)
-        await asyncio.wait_for(self._reader, timeout)
-        return code
-
-    async def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM, as a service manager (or Ctrl-C) would; the exit status."""
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return await self.wait(timeout)
-
-    async def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-        if not self._reader.done():
-            self._reader.cancel()
+async def _start(
+    args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Process:
+    """A program under test: quiet, its stderr kept apart (it must stay empty)."""
+    return await Process.start("proc", args, env=env, cwd=cwd, echo=False, merge_stderr=False)
 
 
-async def _start_bot(graph_url: str) -> tuple[_Process, str]:
+async def _start_bot(graph_url: str) -> tuple[Process, str]:
     port = _free_port()
-    bot = await _Process.start(
+    bot = await _start(
         [sys.executable, "-m", "pseudowa.proxy.examples.example_bot", "--port", str(port)],
         env={
             "WA_GRAPH_URL": graph_url,
@@ -176,10 +108,10 @@ async def test_record_image_round_trip_then_replay_passes_check(tmp_path: Path) 
         db_file = tmp_path / "rec.db"
         db = f"sqlite:///{db_file}"
         p1, p2, p3, p4, bot_port = _free_ports(5)
-        procs: list[_Process] = []
+        procs: list[Process] = []
         try:
             started = time.monotonic()
-            recorder = await _Process.start(
+            recorder = await _start(
                 [
                     *CLI,
                     "record",
@@ -214,7 +146,7 @@ async def test_record_image_round_trip_then_replay_passes_check(tmp_path: Path) 
                 cwd=tmp_path,
             )
             procs.append(recorder)
-            bot = await _Process.start(
+            bot = await _start(
                 [
                     sys.executable,
                     "-m",
@@ -306,7 +238,7 @@ async def test_record_image_round_trip_then_replay_passes_check(tmp_path: Path) 
     bot, bot_url = await _start_bot(f"http://127.0.0.1:{graph_port}")
     procs = [bot]
     try:
-        replay = await _Process.start(
+        replay = await _start(
             [
                 *CLI,
                 "replay",
@@ -407,7 +339,7 @@ async def test_https_proxy_with_mitmproxy_ca(
     graph, tls_port = tls_graph
     confdir = tmp_path / "mitmproxy"
     db = f"sqlite:///{tmp_path / 'rec.db'}"
-    recorder = await _Process.start(
+    recorder = await _start(
         [
             *CLI,
             "record",

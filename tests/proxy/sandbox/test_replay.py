@@ -11,104 +11,27 @@ import dataclasses
 import json
 import socket
 from collections.abc import AsyncIterator
-from collections.abc import Awaitable
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from openapi import validate
+from bot_harness import SECRET
+from bot_harness import TOKEN
+from bot_harness import VERIFY
+from bot_harness import Harness
+from bot_harness import running_harness
 
 from pseudowa.proxy.cassette import seeds
 from pseudowa.proxy.contract import webhooks as wh
 from pseudowa.proxy.errors import VerifyFailed
-from pseudowa.proxy.examples.example_bot import BOT_KEY
 from pseudowa.proxy.examples.example_bot import Bot
-from pseudowa.proxy.examples.example_bot import BotConfig
-from pseudowa.proxy.examples.example_bot import make_app
-from pseudowa.proxy.sandbox.config import SandboxConfig
-from pseudowa.proxy.sandbox.replay import ReplayReport
-from pseudowa.proxy.sandbox.sandbox import Sandbox
 from pseudowa.proxy.testing.ports import free_port
-from pseudowa.storage.store import CassetteStore
-
-TOKEN = "pseudowa-access-token"
-SECRET = "pseudowa-app-secret"
-VERIFY = "pseudowa-verify-token"
-RECEIVED = web.AppKey("received", list[bytes])
-
-
-@web.middleware
-async def validate_webhooks(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Every webhook the sandbox emits must satisfy Meta's WebhookPayload schema."""
-    if request.method == "POST":
-        body = await request.read()
-        validate("WebhookPayload", json.loads(body))
-        request.app[RECEIVED].append(body)
-    return await handler(request)
-
-
-@dataclass
-class Harness:
-    store: CassetteStore
-    bot_url: str
-    app: web.Application
-    graph_url: str = ""  # of the last sandbox
-
-    @property
-    def bot(self) -> Bot:
-        return self.app[BOT_KEY]
-
-    async def replay(
-        self, name: str, *, on_line: Callable[[str], None] | None = None, **options: Any
-    ) -> ReplayReport:
-        """One replay in a sandbox of its own; the bot is pointed at its Graph URL, which is
-        known once the sandbox is bound (port 0: no port is guessed)."""
-        config = SandboxConfig(bot_url=self.bot_url, **{"speed": 0, "quiet_s": 0.3, **options})
-        async with Sandbox(config, store=self.store, on_line=on_line) as sb:
-            self.graph_url = sb.graph_url
-            if not self.bot.config.graph_base_url.startswith("https://"):
-                self.bot.config = dataclasses.replace(self.bot.config, graph_base_url=sb.graph_url)
-            return await sb.replay(name)
-
-    async def record(self, seed: str) -> str:
-        """Replay a seed against a fresh bot state; the run's journal is the recording."""
-        self.forget()
-        report = await self.replay(seed)
-        assert report.journal is not None
-        self.forget()
-        return report.journal
-
-    def forget(self) -> None:
-        """Reset the bot's memory, as a freshly started bot process would be."""
-        for attr in ("seen", "replies", "statuses", "media", "duplicates", "reply_errors", "log"):
-            getattr(self.bot, attr).clear()
-
-
-async def start_bot(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return runner, f"http://127.0.0.1:{port}/webhook"
 
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    store = CassetteStore.open(f"sqlite:///{tmp_path / 'replay.db'}")
-    # The Graph URL is set per replay, once its sandbox is bound.
-    app = make_app(BotConfig("http://127.0.0.1:1", TOKEN, SECRET, VERIFY))
-    app.middlewares.append(validate_webhooks)
-    app[RECEIVED] = []
-    runner, url = await start_bot(app)
-    yield Harness(store, url, app)
-    await runner.cleanup()
-    store.close()
+    async with running_harness(tmp_path / "replay.db") as h:
+        yield h
 
 
 async def test_image_round_trip_records_then_replays_clean(harness: Harness) -> None:
@@ -235,7 +158,7 @@ async def test_every_emitted_webhook_is_valid_and_signed(harness: Harness) -> No
     from pseudowa.proxy.contract import signature
 
     await harness.replay(seeds.image_seed(harness.store))
-    received = harness.app[RECEIVED]
+    received = harness.received
     assert len(received) >= 4
     for body in received:
         assert wh.parse(body) is not None
