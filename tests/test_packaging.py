@@ -96,3 +96,19 @@ def test_installed_wheel_runs_cli_and_migrates(wheel: Path, tmp_path: Path) -> N
     assert up.returncode == 0, up.stderr
     assert "(head)" in up.stdout
     assert db.read_bytes().startswith(b"SQLite format 3")
+
+
+def test_every_package_folder_is_listed_in_pyproject() -> None:
+    """A sub-package missing from [tool.setuptools] packages is silently left out of the
+    wheel; the editable install used in development would not notice."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    roots = {folder: name for name, folder in config["package-dir"].items()}
+    found = set()
+    for folder, name in roots.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((name, *rel)))
+    assert found == listed, {"missing": sorted(found - listed), "stale": sorted(listed - found)}

@@ -146,8 +146,8 @@ class SandboxConfig:
     def emitter_config(self) -> EmitterConfig:
         """The emitter's settings (its bot URL is "" until a bot is connected)."""
         # Imported here: the CLI reads this module's defaults without paying for aiohttp.
+        from pseudowa.proxy.contract.retries import RetryPolicy
         from pseudowa.proxy.sandbox.emitter import EmitterConfig
-        from pseudowa.proxy.sandbox.emitter import RetryPolicy
 
         return EmitterConfig(
             bot_url=self.bot_url or "",

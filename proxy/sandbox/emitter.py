@@ -32,57 +32,14 @@ from yarl import URL
 
 from pseudowa.proxy.contract import signature
 from pseudowa.proxy.contract import webhooks
+from pseudowa.proxy.contract.retries import RetryPolicy
+from pseudowa.proxy.contract.retries import human_duration
 from pseudowa.proxy.errors import VerifyFailed
 from pseudowa.proxy.sandbox.journal import Journal
 from pseudowa.storage.records import Exchange
 from pseudowa.storage.records import Kind
 
 logger = logging.getLogger(__name__)
-
-DAY = 24 * 3600.0
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Meta's: retried at once, then with decreasing frequency, dropped after 7 days.
-
-    `delays_s[n]` is the wait before attempt `n` (0 is the first try) counted from the
-    end of attempt `n - 1`; past the table, attempts come every `repeat_s`. Waits are
-    multiplied by `time_scale` (0.0001 compresses 7 days into about 60 s) while the age
-    that `max_age_s` bounds is kept in unscaled time.
-    """
-
-    delays_s: tuple[float, ...] = (
-        0,
-        0,
-        10,
-        30,
-        120,
-        600,
-        1800,
-        3600,
-        3 * 3600,
-        6 * 3600,
-        12 * 3600,
-        24 * 3600,
-    )
-    max_age_s: float = 7 * DAY
-    time_scale: float = 1.0
-    repeat_s: float = DAY
-
-    def unscaled_delay(self, attempt: int) -> float:
-        """The wait before `attempt` in Meta's time."""
-        if attempt < len(self.delays_s):
-            return float(self.delays_s[attempt])
-        return self.repeat_s
-
-    def delay(self, attempt: int) -> float:
-        """The wait before `attempt` in this run's time (scaled)."""
-        return self.unscaled_delay(attempt) * self.time_scale
-
-    def gives_up(self, age_s: float) -> bool:
-        """True when a delivery this old (unscaled seconds since its first try) is dropped."""
-        return age_s > self.max_age_s
 
 
 @dataclass
@@ -600,7 +557,7 @@ class Emitter:
         if policy.gives_up(post.age_s):
             outcome.dropped_reason = (
                 f"gave up after {number + 1} attempts over "
-                f"{_human(post.age_s)} (retry window {_human(policy.max_age_s)}); last: "
+                f"{human_duration(post.age_s)} (retry window {human_duration(policy.max_age_s)}); last: "
                 f"{attempt.error or f'HTTP {attempt.status}'}"
             )
             self.dropped.append(outcome)
@@ -707,11 +664,3 @@ def _describe(error: BaseException, timeout_s: float) -> str:
     if isinstance(error, asyncio.TimeoutError):
         return f"timeout after {timeout_s:g} s"
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-
-
-def _human(seconds: float) -> str:
-    if seconds >= DAY:
-        return f"{seconds / DAY:.1f} days"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds:.1f} s"

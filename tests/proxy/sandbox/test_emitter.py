@@ -21,12 +21,12 @@ from aiohttp.test_utils import TestServer
 
 from pseudowa.proxy.contract import signature
 from pseudowa.proxy.contract import webhooks
+from pseudowa.proxy.contract.retries import RetryPolicy
 from pseudowa.proxy.contract.webhooks import BusinessAccount
 from pseudowa.proxy.errors import VerifyFailed
 from pseudowa.proxy.sandbox.emitter import Delivery
 from pseudowa.proxy.sandbox.emitter import Emitter
 from pseudowa.proxy.sandbox.emitter import EmitterConfig
-from pseudowa.proxy.sandbox.emitter import RetryPolicy
 from pseudowa.proxy.sandbox.journal import Journal
 from pseudowa.storage.records import EventData
 from pseudowa.storage.records import Exchange
@@ -470,23 +470,6 @@ async def test_interrupted_run_resends_the_post_in_flight(
     assert [message_texts(b) for b in bot.bodies] == [["m0"], ["m0"], ["m1"]]
     assert all(o.delivered for o in emitter.outcomes) and len(emitter.outcomes) == 2
     await asyncio.sleep(0.3)  # let the slow handler finish before the server closes
-
-
-def test_retry_policy_schedule() -> None:
-    policy = RetryPolicy()
-    assert [policy.delay(n) for n in range(3)] == [0, 0, 10]
-    assert policy.delay(12) == policy.delay(30) == 24 * 3600  # then daily
-    compressed = RetryPolicy(time_scale=0.0001)
-    assert compressed.delay(11) == pytest.approx(24 * 3600 * 0.0001)
-    # Meta's window: retried for up to 7 days, then dropped
-    age, attempts = 0.0, 1
-    while not policy.gives_up(age + policy.unscaled_delay(attempts)):
-        age += policy.unscaled_delay(attempts)
-        attempts += 1
-    assert 6 * 24 * 3600 < age <= 7 * 24 * 3600
-    assert compressed.gives_up(7 * 24 * 3600 + 1) and not compressed.gives_up(7 * 24 * 3600)
-    total_scaled = sum(compressed.delay(n) for n in range(attempts))
-    assert 40 < total_scaled < 61  # seven days compressed into about a minute
 
 
 # -- held deliveries, live additions, concurrency ---------------------------------------
