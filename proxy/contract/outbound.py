@@ -74,7 +74,7 @@ def parse_send(raw: bytes) -> SendRequest | MarkRead:
         raise missing_parameter("messaging_product")
     if product != "whatsapp":
         raise bad_value("The parameter messaging_product must be 'whatsapp'.")
-    if "status" in body and "type" not in body:
+    if is_read_receipt(body):
         return _mark_read(body)
     to = body.get("to")
     if to is None or to == "":
@@ -107,6 +107,15 @@ def parse_send(raw: bytes) -> SendRequest | MarkRead:
         reply_to=reply_to if isinstance(reply_to, str) else None,
         biz_opaque_callback_data=opaque if isinstance(opaque, str) else None,
     )
+
+
+def is_read_receipt(body: Any) -> bool:
+    """True for a parsed messages body that is a read receipt (`status` and no `type`).
+
+    Read receipts share the send endpoint but are not sends: they get `{"success": true}`
+    and are never answered from recordings.
+    """
+    return isinstance(body, dict) and "status" in body and "type" not in body
 
 
 def _mark_read(body: dict[str, Any]) -> MarkRead:
@@ -200,9 +209,8 @@ def _check_interactive(obj: dict[str, Any]) -> None:
     if itype is None:
         raise missing_parameter("interactive.type")
     if itype not in INTERACTIVE_TYPES:
-        raise bad_value(
-            f"Unsupported interactive type {itype!r}; must be one of: {', '.join(INTERACTIVE_TYPES)}."
-        )
+        allowed = ", ".join(INTERACTIVE_TYPES)
+        raise bad_value(f"Unsupported interactive type {itype!r}; must be one of: {allowed}.")
     action = _require_object("interactive.action", obj.get("action"))
     if itype in ("button", "list"):
         body = _require_object("interactive.body", obj.get("body"))
