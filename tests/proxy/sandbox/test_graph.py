@@ -1,4 +1,7 @@
-"""The fake Graph API over real sockets: sends, media, uploads, recordings, faults, journal.
+"""The fake Graph API over real sockets: sends, recordings, faults, routing, the journal.
+
+Media and uploads are tests/proxy/sandbox/test_media.py's; the answer builders are
+tests/proxy/contract/test_answers.py's.
 
 Every success and error body is checked against Meta's OpenAPI schemas
 (tests/openapi.py), so the fake cannot drift from the published contract.
@@ -12,7 +15,6 @@ import io
 import json
 import re
 import time
-import tracemalloc
 from collections.abc import AsyncIterator
 from collections.abc import Awaitable
 from collections.abc import Callable
@@ -27,17 +29,13 @@ import pytest
 # imports by its module name.
 from openapi import validate
 
+from pseudowa.proxy.contract.hosts import DEFAULT_API_VERSION
 from pseudowa.proxy.contract.ids import is_wamid
-from pseudowa.proxy.contract.ids import new_wamid
 from pseudowa.proxy.contract.outbound import MarkRead
 from pseudowa.proxy.contract.outbound import SendRequest
 from pseudowa.proxy.contract.webhooks import BusinessAccount
-from pseudowa.proxy.sandbox.graph import DEFAULT_API_VERSION
 from pseudowa.proxy.sandbox.graph import FakeGraph
 from pseudowa.proxy.sandbox.graph import GraphConfig
-from pseudowa.proxy.sandbox.graph import redact_url
-from pseudowa.proxy.sandbox.graph import send_answer
-from pseudowa.proxy.sandbox.graph import send_answer_body
 from pseudowa.proxy.sandbox.journal import Journal
 from pseudowa.storage.records import Exchange
 from pseudowa.storage.store import CassetteStore
@@ -118,8 +116,13 @@ def text(body: str, to: str = TO) -> dict[str, Any]:
     return {"messaging_product": "whatsapp", "to": to, "type": "text", "text": {"body": body}}
 
 
-def record_send(store: CassetteStore, body: dict[str, Any], status: int, answer: dict[str, Any],
-                content_type: str = "application/json; charset=UTF-8") -> None:
+def record_send(
+    store: CassetteStore,
+    body: dict[str, Any],
+    status: int,
+    answer: dict[str, Any],
+    content_type: str = "application/json; charset=UTF-8",
+) -> None:
     store.append(
         CASSETTE,
         Exchange(
@@ -169,8 +172,15 @@ async def media_url(http: aiohttp.ClientSession, base: str, media_id: str = MEDI
         return str((await resp.json())["url"])
 
 
-async def upload(http: aiohttp.ClientSession, base: str, data: Any, mime: str = "image/png",
-                 *, product: str | None = "whatsapp", with_file: bool = True) -> tuple[int, Any]:
+async def upload(
+    http: aiohttp.ClientSession,
+    base: str,
+    data: Any,
+    mime: str = "image/png",
+    *,
+    product: str | None = "whatsapp",
+    with_file: bool = True,
+) -> tuple[int, Any]:
     form = aiohttp.FormData()
     if product is not None:
         form.add_field("messaging_product", product)
@@ -185,41 +195,108 @@ async def upload(http: aiohttp.ClientSession, base: str, data: Any, mime: str = 
 
 SENDS: dict[str, dict[str, Any]] = {
     "text": text("hello"),
-    "image_id": {"messaging_product": "whatsapp", "to": TO, "type": "image",
-                 "image": {"id": MEDIA_ID, "caption": "look"}},
-    "image_link": {"messaging_product": "whatsapp", "to": TO, "type": "image",
-                   "image": {"link": "https://example.com/a.jpg"}},
-    "audio": {"messaging_product": "whatsapp", "to": TO, "type": "audio",
-              "audio": {"link": "https://example.com/a.ogg"}},
-    "video": {"messaging_product": "whatsapp", "to": TO, "type": "video",
-              "video": {"link": "https://example.com/a.mp4", "caption": "v"}},
-    "document": {"messaging_product": "whatsapp", "to": TO, "type": "document",
-                 "document": {"link": "https://example.com/a.pdf", "filename": "a.pdf"}},
-    "sticker": {"messaging_product": "whatsapp", "to": TO, "type": "sticker",
-                "sticker": {"id": MEDIA_ID}},
-    "location": {"messaging_product": "whatsapp", "to": TO, "type": "location",
-                 "location": {"latitude": 52.52, "longitude": 13.405, "name": "Berlin"}},
-    "contacts": {"messaging_product": "whatsapp", "to": TO, "type": "contacts",
-                 "contacts": [{"name": {"formatted_name": "Ana B", "first_name": "Ana"},
-                               "phones": [{"phone": "+15550001111", "type": "CELL"}]}]},
-    "template": {"messaging_product": "whatsapp", "to": TO, "type": "template",
-                 "template": {"name": "hello_world", "language": {"code": "en_US"},
-                              "components": [{"type": "body",
-                                              "parameters": [{"type": "text", "text": "Ana"}]}]}},
-    "button": {"messaging_product": "whatsapp", "to": TO, "type": "interactive",
-               "interactive": {"type": "button", "body": {"text": "Pick one"},
-                               "action": {"buttons": [
-                                   {"type": "reply", "reply": {"id": "yes", "title": "Yes"}},
-                                   {"type": "reply", "reply": {"id": "no", "title": "No"}}]}}},
-    "list": {"messaging_product": "whatsapp", "to": TO, "type": "interactive",
-             "interactive": {"type": "list", "header": {"type": "text", "text": "H"},
-                             "body": {"text": "B"}, "footer": {"text": "F"},
-                             "action": {"button": "Options", "sections": [
-                                 {"title": "S1", "rows": [{"id": "r1", "title": "Row 1",
-                                                           "description": "d"}]}]}}},
-    "reaction": {"messaging_product": "whatsapp", "recipient_type": "individual", "to": TO,
-                 "type": "reaction",
-                 "reaction": {"message_id": "wamid.HBgLMTY1", "emoji": "\U0001F600"}},
+    "image_id": {
+        "messaging_product": "whatsapp",
+        "to": TO,
+        "type": "image",
+        "image": {"id": MEDIA_ID, "caption": "look"},
+    },
+    "image_link": {
+        "messaging_product": "whatsapp",
+        "to": TO,
+        "type": "image",
+        "image": {"link": "https://example.com/a.jpg"},
+    },
+    "audio": {
+        "messaging_product": "whatsapp",
+        "to": TO,
+        "type": "audio",
+        "audio": {"link": "https://example.com/a.ogg"},
+    },
+    "video": {
+        "messaging_product": "whatsapp",
+        "to": TO,
+        "type": "video",
+        "video": {"link": "https://example.com/a.mp4", "caption": "v"},
+    },
+    "document": {
+        "messaging_product": "whatsapp",
+        "to": TO,
+        "type": "document",
+        "document": {"link": "https://example.com/a.pdf", "filename": "a.pdf"},
+    },
+    "sticker": {
+        "messaging_product": "whatsapp",
+        "to": TO,
+        "type": "sticker",
+        "sticker": {"id": MEDIA_ID},
+    },
+    "location": {
+        "messaging_product": "whatsapp",
+        "to": TO,
+        "type": "location",
+        "location": {"latitude": 52.52, "longitude": 13.405, "name": "Berlin"},
+    },
+    "contacts": {
+        "messaging_product": "whatsapp",
+        "to": TO,
+        "type": "contacts",
+        "contacts": [
+            {
+                "name": {"formatted_name": "Ana B", "first_name": "Ana"},
+                "phones": [{"phone": "+15550001111", "type": "CELL"}],
+            }
+        ],
+    },
+    "template": {
+        "messaging_product": "whatsapp",
+        "to": TO,
+        "type": "template",
+        "template": {
+            "name": "hello_world",
+            "language": {"code": "en_US"},
+            "components": [{"type": "body", "parameters": [{"type": "text", "text": "Ana"}]}],
+        },
+    },
+    "button": {
+        "messaging_product": "whatsapp",
+        "to": TO,
+        "type": "interactive",
+        "interactive": {
+            "type": "button",
+            "body": {"text": "Pick one"},
+            "action": {
+                "buttons": [
+                    {"type": "reply", "reply": {"id": "yes", "title": "Yes"}},
+                    {"type": "reply", "reply": {"id": "no", "title": "No"}},
+                ]
+            },
+        },
+    },
+    "list": {
+        "messaging_product": "whatsapp",
+        "to": TO,
+        "type": "interactive",
+        "interactive": {
+            "type": "list",
+            "header": {"type": "text", "text": "H"},
+            "body": {"text": "B"},
+            "footer": {"text": "F"},
+            "action": {
+                "button": "Options",
+                "sections": [
+                    {"title": "S1", "rows": [{"id": "r1", "title": "Row 1", "description": "d"}]}
+                ],
+            },
+        },
+    },
+    "reaction": {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": TO,
+        "type": "reaction",
+        "reaction": {"message_id": "wamid.HBgLMTY1", "emoji": "\U0001f600"},
+    },
 }
 
 
@@ -258,8 +335,12 @@ async def test_input_echoes_to_as_sent(serve: Serve, http: aiohttp.ClientSession
 async def test_mark_as_read(serve: Serve, http: aiohttp.ClientSession) -> None:
     listener = Listener()
     graph, base = await serve(listener=listener)
-    body = {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.HBgLabc",
-            "typing_indicator": {"type": "text"}}
+    body = {
+        "messaging_product": "whatsapp",
+        "status": "read",
+        "message_id": "wamid.HBgLabc",
+        "typing_indicator": {"type": "text"},
+    }
     status, headers, answer = await send(http, base, body)
     assert (status, answer) == (200, {"success": True})
     validate("MarkMessageResponsePayload", answer)
@@ -271,17 +352,42 @@ async def test_mark_as_read(serve: Serve, http: aiohttp.ClientSession) -> None:
 @pytest.mark.parametrize(
     ("body", "code", "http_status"),
     [
-        pytest.param({"messaging_product": "whatsapp", "type": "text", "text": {"body": "x"}},
-                     131008, 400, id="missing-to"),
-        pytest.param({"messaging_product": "whatsapp", "to": TO, "type": "hologram",
-                      "hologram": {}}, 131009, 400, id="unknown-type"),
-        pytest.param({"messaging_product": "whatsapp", "to": TO, "type": "image"},
-                     131008, 400, id="missing-sub-object"),
+        pytest.param(
+            {"messaging_product": "whatsapp", "type": "text", "text": {"body": "x"}},
+            131008,
+            400,
+            id="missing-to",
+        ),
+        pytest.param(
+            {"messaging_product": "whatsapp", "to": TO, "type": "hologram", "hologram": {}},
+            131009,
+            400,
+            id="unknown-type",
+        ),
+        pytest.param(
+            {"messaging_product": "whatsapp", "to": TO, "type": "image"},
+            131008,
+            400,
+            id="missing-sub-object",
+        ),
         pytest.param(b'{"messaging_product": "whatsapp", "to": ', 100, 400, id="malformed-json"),
-        pytest.param({"to": TO, "type": "text", "text": {"body": "x"}}, 131008, 400,
-                     id="missing-messaging-product"),
-        pytest.param({"messaging_product": "whatsapp", "to": TO, "type": "image",
-                      "image": {"id": "999999999999999"}}, 131053, 400, id="unknown-media-id"),
+        pytest.param(
+            {"to": TO, "type": "text", "text": {"body": "x"}},
+            131008,
+            400,
+            id="missing-messaging-product",
+        ),
+        pytest.param(
+            {
+                "messaging_product": "whatsapp",
+                "to": TO,
+                "type": "image",
+                "image": {"id": "999999999999999"},
+            },
+            131053,
+            400,
+            id="unknown-media-id",
+        ),
     ],
 )
 async def test_invalid_sends_get_metas_envelope(
@@ -300,19 +406,29 @@ async def test_invalid_sends_get_metas_envelope(
 
 @pytest.mark.parametrize(
     "headers",
-    [pytest.param({}, id="missing"), pytest.param({"Authorization": "Bearer nope"}, id="wrong"),
-     pytest.param({"Authorization": TOKEN}, id="not-bearer")],
+    [
+        pytest.param({}, id="missing"),
+        pytest.param({"Authorization": "Bearer nope"}, id="wrong"),
+        pytest.param({"Authorization": TOKEN}, id="not-bearer"),
+    ],
 )
 async def test_bad_token_is_190_401_on_every_route(
-    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str,
+    serve: Serve,
+    http: aiohttp.ClientSession,
+    sqlite_store: CassetteStore,
+    cassette: str,
     headers: dict[str, str],
 ) -> None:
     _, base = await serve(store=sqlite_store, cassette=cassette)
     status, resp_headers, answer = await send(http, base, text("x"), headers=headers)
     assert_graph_error(status, resp_headers, answer, 190, 401)
-    for method, path in [("GET", f"/v21.0/{MEDIA_ID}"), ("DELETE", f"/v21.0/{MEDIA_ID}"),
-                         ("POST", f"/v21.0/{PHONE_ID}/media"), ("GET", f"/media/{MEDIA_ID}"),
-                         ("GET", f"/media/download/{MEDIA_ID}")]:
+    for method, path in [
+        ("GET", f"/v21.0/{MEDIA_ID}"),
+        ("DELETE", f"/v21.0/{MEDIA_ID}"),
+        ("POST", f"/v21.0/{PHONE_ID}/media"),
+        ("GET", f"/media/{MEDIA_ID}"),
+        ("GET", f"/media/download/{MEDIA_ID}"),
+    ]:
         async with http.request(method, base + path, headers=headers) as resp:
             assert_graph_error(resp.status, dict(resp.headers), await resp.json(), 190, 401)
 
@@ -321,8 +437,9 @@ async def test_access_token_query_parameter_is_accepted(
     serve: Serve, http: aiohttp.ClientSession
 ) -> None:
     _, base = await serve()
-    async with http.post(f"{base}/v21.0/{PHONE_ID}/messages?access_token={TOKEN}",
-                         json=text("hi")) as resp:
+    async with http.post(
+        f"{base}/v21.0/{PHONE_ID}/messages?access_token={TOKEN}", json=text("hi")
+    ) as resp:
         assert resp.status == 200
 
 
@@ -373,204 +490,6 @@ async def test_cassette_phone_ids_are_accepted(
     assert status == 200
 
 
-# -- media -------------------------------------------------------------------------------
-
-
-async def test_media_metadata_and_download(
-    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
-) -> None:
-    _, base = await serve(store=sqlite_store, cassette=cassette)
-    lookup = f"{base}/v21.0/{MEDIA_ID}?phone_number_id={PHONE_ID}"
-    async with http.get(lookup, headers=AUTH) as resp:
-        assert resp.status == 200
-        meta = await resp.json()
-    assert list(meta) == ["messaging_product", "url", "mime_type", "sha256", "file_size", "id"]
-    assert meta["messaging_product"] == "whatsapp"
-    assert meta["id"] == MEDIA_ID and meta["mime_type"] == BLOB_MIME
-    assert meta["file_size"] == str(len(BLOB))
-    assert meta["sha256"] == hashlib.sha256(BLOB).hexdigest()
-    assert re.fullmatch(r"[0-9a-f]{64}", meta["sha256"])
-    assert meta["url"].startswith(f"{base}/whatsapp_business/attachments/?mid={MEDIA_ID}&ext=")
-    async with http.get(meta["url"], headers=AUTH) as resp:
-        assert resp.status == 200
-        assert resp.headers["Content-Type"] == BLOB_MIME
-        assert resp.headers["Content-Length"] == str(len(BLOB))
-        assert await resp.read() == BLOB
-
-
-async def test_media_lookup_for_another_number_or_unknown_id(
-    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
-) -> None:
-    _, base = await serve(store=sqlite_store, cassette=cassette)
-    for path in (f"/v21.0/{MEDIA_ID}?phone_number_id=555", "/v21.0/424242424242"):
-        async with http.get(base + path, headers=AUTH) as resp:
-            answer = await resp.json()
-            assert_graph_error(resp.status, dict(resp.headers), answer, 100, 400)
-            assert answer["error"]["error_subcode"] == 33
-            assert answer["error"]["type"] == "GraphMethodException"
-
-
-async def test_public_base_url_is_used_for_media_urls(
-    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
-) -> None:
-    config = GraphConfig(access_token=TOKEN, public_base_url="https://lookaside.example/")
-    _, base = await serve(config, store=sqlite_store, cassette=cassette)
-    url = await media_url(http, base)
-    assert url.startswith("https://lookaside.example/whatsapp_business/attachments/?mid=")
-
-
-async def test_download_refusals(
-    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
-) -> None:
-    _, base = await serve(store=sqlite_store, cassette=cassette)
-    url = await media_url(http, base)
-    async with http.get(url) as resp:
-        assert_graph_error(resp.status, dict(resp.headers), await resp.json(), 190, 401)
-    forged = re.sub(r"hash=[0-9a-f]+", "hash=" + "0" * 40, url)
-    edited = url.replace(f"mid={MEDIA_ID}", "mid=1111111111111111")
-    for bad in (forged, edited, f"{base}/whatsapp_business/attachments/"):
-        async with http.get(bad, headers=AUTH) as resp:
-            assert resp.status == 404
-            validate("GraphAPIError", await resp.json())
-
-    _, base0 = await serve(GraphConfig(access_token=TOKEN, media_ttl_s=0),
-                           store=sqlite_store, cassette=cassette)
-    expired = await media_url(http, base0)
-    async with http.get(expired, headers=AUTH) as resp:
-        assert resp.status == 404
-        validate("GraphAPIError", await resp.json())
-
-
-@pytest.mark.parametrize("with_store", [True, False], ids=["store", "memory"])
-async def test_upload_send_download_delete(
-    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, with_store: bool
-) -> None:
-    listener = Listener()
-    graph, base = await serve(store=sqlite_store if with_store else None, listener=listener)
-    data = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 10
-    status, answer = await upload(http, base, data)
-    assert status == 200 and list(answer) == ["id"] and answer["id"].isdigit()
-    media_id = answer["id"]
-
-    status, _, sent = await send(http, base, {"messaging_product": "whatsapp", "to": TO,
-                                              "type": "image", "image": {"id": media_id}})
-    assert status == 200, sent
-    assert listener.sends[-1][0].media_id == media_id
-
-    async with http.get(f"{base}/v21.0/{media_id}", headers=AUTH) as resp:
-        meta = await resp.json()
-    assert meta["sha256"] == hashlib.sha256(data).hexdigest()
-    assert meta["file_size"] == str(len(data)) and meta["mime_type"] == "image/png"
-    async with http.get(meta["url"], headers=AUTH) as resp:
-        assert resp.headers["Content-Type"] == "image/png"
-        assert await resp.read() == data
-
-    async with http.delete(f"{base}/v21.0/{media_id}", headers=AUTH) as resp:
-        assert (resp.status, await resp.json()) == (200, {"success": True})
-    async with http.get(f"{base}/v21.0/{media_id}", headers=AUTH) as resp:
-        assert_graph_error(resp.status, dict(resp.headers), await resp.json(), 100, 400)
-    async with http.get(meta["url"], headers=AUTH) as resp:
-        assert resp.status == 404
-    async with http.delete(f"{base}/v21.0/{media_id}", headers=AUTH) as resp:
-        assert_graph_error(resp.status, dict(resp.headers), await resp.json(), 100, 400)
-    status, headers, sent = await send(http, base, {"messaging_product": "whatsapp", "to": TO,
-                                                    "type": "image", "image": {"id": media_id}})
-    assert_graph_error(status, headers, sent, 131053, 400)
-
-
-async def test_delete_cassette_media_hides_it_for_the_run(
-    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
-) -> None:
-    _, base = await serve(store=sqlite_store, cassette=cassette)
-    async with http.delete(f"{base}/v21.0/{MEDIA_ID}", headers=AUTH) as resp:
-        assert (resp.status, await resp.json()) == (200, {"success": True})
-    async with http.get(f"{base}/v21.0/{MEDIA_ID}", headers=AUTH) as resp:
-        assert resp.status == 400
-    assert sqlite_store.media(cassette, MEDIA_ID).media_id == MEDIA_ID  # the cassette is untouched
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "code"),
-    [
-        pytest.param({"with_file": False}, 131008, id="missing-file"),
-        pytest.param({"product": None}, 131008, id="missing-messaging-product"),
-        pytest.param({"product": "telegram"}, 131009, id="wrong-messaging-product"),
-    ],
-)
-async def test_upload_validation(
-    serve: Serve, http: aiohttp.ClientSession, kwargs: dict[str, Any], code: int
-) -> None:
-    graph, base = await serve()
-    status, answer = await upload(http, base, b"bytes", **kwargs)
-    validate("GraphAPIError", answer)
-    assert (status, answer["error"]["code"]) == (400, code)
-    assert graph.uploads == {}
-
-
-async def test_upload_must_be_multipart(serve: Serve, http: aiohttp.ClientSession) -> None:
-    _, base = await serve()
-    async with http.post(f"{base}/v21.0/{PHONE_ID}/media", json={"messaging_product": "whatsapp"},
-                         headers=AUTH) as resp:
-        assert_graph_error(resp.status, dict(resp.headers), await resp.json(), 131008, 400)
-
-
-@pytest.mark.parametrize(
-    ("content_type", "body"),
-    [
-        pytest.param("multipart/form-data", b"--x\r\n", id="no-boundary"),
-        pytest.param("multipart/form-data; boundary=xyz", b"garbage", id="no-parts"),
-        pytest.param("multipart/form-data; boundary=xyz",
-                     b'--xyz\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc',
-                     id="truncated"),
-    ],
-)
-async def test_malformed_multipart_is_a_400_not_a_500(
-    serve: Serve, http: aiohttp.ClientSession, content_type: str, body: bytes
-) -> None:
-    _, base = await serve()
-    async with http.post(f"{base}/v21.0/{PHONE_ID}/media", data=body,
-                         headers={**AUTH, "Content-Type": content_type}) as resp:
-        assert_graph_error(resp.status, dict(resp.headers), await resp.json(), 100, 400)
-
-
-async def test_large_upload_and_download_stream_in_bounded_memory(
-    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, tmp_path: Path
-) -> None:
-    size = 100 * (1 << 20)
-    source = tmp_path / "big.mp4"
-    digest = hashlib.sha256()
-    with source.open("wb") as fh:
-        block = bytes(range(256)) * 4096  # 1 MiB
-        for i in range(size // len(block)):
-            chunk = i.to_bytes(4, "big") + block[4:]
-            digest.update(chunk)
-            fh.write(chunk)
-    _, base = await serve(store=sqlite_store)
-
-    tracemalloc.start()
-    try:
-        with source.open("rb") as fh:
-            status, answer = await upload(http, base, fh, "video/mp4")
-        assert status == 200, answer
-        _, upload_peak = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-
-        url = await media_url(http, base, answer["id"])
-        got = hashlib.sha256()
-        received = 0
-        async with http.get(url, headers=AUTH) as resp:
-            assert resp.headers["Content-Length"] == str(size)
-            async for chunk in resp.content.iter_chunked(1 << 16):
-                got.update(chunk)
-                received += len(chunk)
-        _, download_peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert received == size and got.hexdigest() == digest.hexdigest()
-    assert upload_peak < 32 << 20, upload_peak
-    assert download_peak < 32 << 20, download_peak
-
-
 # -- recorded answers ----------------------------------------------------------------------
 
 
@@ -578,18 +497,33 @@ async def test_recorded_answer_is_replayed_verbatim_once(
     serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
 ) -> None:
     recorded_wamid = "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"
-    ok = {"messaging_product": "whatsapp", "contacts": [{"input": TO, "wa_id": TO}],
-          "messages": [{"id": recorded_wamid}]}
-    failed = {"error": {"message": "(#131047) Re-engagement message", "type": "OAuthException",
-                        "code": 131047, "error_data": {"messaging_product": "whatsapp",
-                                                      "details": "more than 24 hours"},
-                        "fbtrace_id": "AbCdEfGhIjKlMnOpQrStUvW"}}
-    image = {"messaging_product": "whatsapp", "to": TO, "type": "image",
-             "image": {"id": "7777777777777777"}}  # the id of an upload during recording
+    ok = {
+        "messaging_product": "whatsapp",
+        "contacts": [{"input": TO, "wa_id": TO}],
+        "messages": [{"id": recorded_wamid}],
+    }
+    failed = {
+        "error": {
+            "message": "(#131047) Re-engagement message",
+            "type": "OAuthException",
+            "code": 131047,
+            "error_data": {"messaging_product": "whatsapp", "details": "more than 24 hours"},
+            "fbtrace_id": "AbCdEfGhIjKlMnOpQrStUvW",
+        }
+    }
+    image = {
+        "messaging_product": "whatsapp",
+        "to": TO,
+        "type": "image",
+        "image": {"id": "7777777777777777"},
+    }  # the id of an upload during recording
     record_send(sqlite_store, image, 200, ok, content_type="application/json; charset=UTF-8")
     record_send(sqlite_store, text("late"), 400, failed)
     listener = Listener()
-    graph, base = await serve(store=sqlite_store, cassette=cassette, listener=listener)
+    journal = Journal()
+    graph, base = await serve(
+        store=sqlite_store, cassette=cassette, listener=listener, journal=journal
+    )
 
     # Media ids are volatile: the bot's id of this run matches the recorded one.
     live_image = {**image, "image": {"id": MEDIA_ID}}
@@ -614,19 +548,25 @@ async def test_recorded_answer_is_replayed_verbatim_once(
         (fine["messages"][0]["id"], False),
     ]
     assert [(s.wamid, s.recorded) for s in graph.sends] == [(w, r) for _, w, r in listener.sends]
-    assert graph.remaining_recordings() == []
+    # Every recorded answer was replayed: none remains.
+    recorded_seqs = {str(x.seq) for x in sqlite_store.interactions(CASSETTE)}
+    assert {e.annotations.get("replayed_seq") for e in journal.exchanges} >= recorded_seqs
     assert len(graph.unmatched) == 2
 
 
 async def test_strict_mode_names_nearest_recordings(
     serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
 ) -> None:
-    ok = {"messaging_product": "whatsapp", "contacts": [{"input": TO, "wa_id": TO}],
-          "messages": [{"id": "wamid.HBgLrecorded"}]}
+    ok = {
+        "messaging_product": "whatsapp",
+        "contacts": [{"input": TO, "wa_id": TO}],
+        "messages": [{"id": "wamid.HBgLrecorded"}],
+    }
     record_send(sqlite_store, text("hello"), 200, ok)
     record_send(sqlite_store, text("bye", to="4915112345678"), 200, ok)
-    graph, base = await serve(GraphConfig(access_token=TOKEN, strict=True),
-                              store=sqlite_store, cassette=cassette)
+    graph, base = await serve(
+        GraphConfig(access_token=TOKEN, strict=True), store=sqlite_store, cassette=cassette
+    )
 
     status, headers, err = await send(http, base, text("hullo"))
     assert_graph_error(status, headers, err, 100, 400)
@@ -648,8 +588,9 @@ async def test_strict_mode_names_nearest_recordings(
 async def test_strict_mode_with_an_empty_cassette(
     serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
 ) -> None:
-    _, base = await serve(GraphConfig(access_token=TOKEN, strict=True),
-                          store=sqlite_store, cassette=cassette)
+    _, base = await serve(
+        GraphConfig(access_token=TOKEN, strict=True), store=sqlite_store, cassette=cassette
+    )
     status, headers, err = await send(http, base, text("hi"))
     assert_graph_error(status, headers, err, 100, 400)
     assert "no recorded sends" in err["error"]["error_data"]["details"]
@@ -678,8 +619,9 @@ async def test_fault_injection_is_reproducible_with_a_seed(
 ) -> None:
     patterns = []
     for _ in range(2):
-        config = GraphConfig(access_token=TOKEN, fail_rate=0.5, fail_codes=(131000, 130429),
-                             seed=42, jitter_ms=1)
+        config = GraphConfig(
+            access_token=TOKEN, fail_rate=0.5, fail_codes=(131000, 130429), seed=42, jitter_ms=1
+        )
         _, base = await serve(config)
         statuses = []
         for i in range(16):
@@ -702,8 +644,12 @@ async def test_latency_delays_every_route(serve: Serve, http: aiohttp.ClientSess
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/v21.0/a/b/c"), ("POST", "/v21.0/106540352242922/unknown_edge"),
-     ("PUT", f"/v21.0/{PHONE_ID}/messages"), ("GET", "/")],
+    [
+        ("GET", "/v21.0/a/b/c"),
+        ("POST", "/v21.0/106540352242922/unknown_edge"),
+        ("PUT", f"/v21.0/{PHONE_ID}/messages"),
+        ("GET", "/"),
+    ],
 )
 async def test_unknown_routes_answer_json_400(
     serve: Serve, http: aiohttp.ClientSession, method: str, path: str
@@ -730,7 +676,9 @@ async def test_asterisk_request_target_answers_json_400(serve: Serve) -> None:
 
 
 async def test_unexpected_failure_is_a_json_500(
-    serve: Serve, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
+    serve: Serve,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     graph, base = await serve()
@@ -738,7 +686,7 @@ async def test_unexpected_failure_is_a_json_500(
     async def boom(media_id: str) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(graph, "_find_media", boom)
+    monkeypatch.setattr(graph.media, "find", boom)
     async with http.get(f"{base}/v21.0/{MEDIA_ID}", headers=AUTH) as resp:
         assert_graph_error(resp.status, dict(resp.headers), await resp.json(), 1, 500)
     assert "disk on fire" in caplog.text
@@ -767,26 +715,7 @@ async def test_listener_gets_the_returned_wamid(serve: Serve, http: aiohttp.Clie
     assert (sent.to, sent.wa_id, sent.type) == ("+16505551234", TO, "text")
 
 
-@pytest.mark.parametrize(("to", "kind"), [
-    (TO, "text"), (TO, "template"), ('+1 "650" \\ 555-1234', "text"), ("\u0661\u0662\u0663", "text"),
-])
-def test_send_answer_body_is_send_answer_as_compact_json(to: str, kind: str) -> None:
-    send_ = SendRequest(to=to, wa_id="".join(ch for ch in to if ch.isdigit()), type=kind, body={})
-    wamid = new_wamid(send_.wa_id)
-    expected = json.dumps(send_answer(send_, wamid), separators=(",", ":")).encode()
-    assert send_answer_body(send_, wamid) == expected
-
-
 # -- journal -----------------------------------------------------------------------------
-
-
-def test_redact_url() -> None:
-    assert redact_url("/whatsapp_business/attachments/?mid=1&ext=2&hash=abc") == (
-        "/whatsapp_business/attachments/?mid=1&ext=2&hash=REDACTED"
-    )
-    assert redact_url("/v21.0/1/messages?access_token=sekrit&x=1") == (
-        "/v21.0/1/messages?access_token=REDACTED&x=1"
-    )
 
 
 async def test_journal_records_every_request_without_secrets(
@@ -797,8 +726,11 @@ async def test_journal_records_every_request_without_secrets(
     _, base = await serve(store=sqlite_store, cassette=cassette, journal=journal)
 
     sent_body = json.dumps(text("journal me")).encode()
-    async with http.post(f"{base}/v21.0/{PHONE_ID}/messages", data=sent_body,
-                         headers={**AUTH, "Content-Type": "application/json"}) as resp:
+    async with http.post(
+        f"{base}/v21.0/{PHONE_ID}/messages",
+        data=sent_body,
+        headers={**AUTH, "Content-Type": "application/json"},
+    ) as resp:
         assert resp.status == 200
     url = await media_url(http, base)
     signature = re.search(r"hash=([0-9a-f]+)", url)
@@ -814,8 +746,12 @@ async def test_journal_records_every_request_without_secrets(
 
     ex = journal.exchanges
     assert [(e.kind, e.method, e.response_status) for e in ex] == [
-        ("graph", "POST", 200), ("graph", "GET", 200), ("media", "GET", 200),
-        ("media", "GET", 401), ("graph", "POST", 200), ("graph", "GET", 400),
+        ("graph", "POST", 200),
+        ("graph", "GET", 200),
+        ("media", "GET", 200),
+        ("media", "GET", 401),
+        ("graph", "POST", 200),
+        ("graph", "GET", 400),
     ]
     for e in ex:
         assert all(k.lower() != "authorization" for k, _ in e.request_headers)
@@ -852,3 +788,136 @@ async def test_journal_omits_big_multipart_bodies(
     [e] = journal.exchanges
     assert e.request_body == b""
     assert int(e.annotations["request_body_size"]) > len(big)
+
+
+async def test_recorded_read_receipts_are_no_send_recordings(
+    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
+) -> None:
+    receipt = {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.HBgLabc"}
+    record_send(sqlite_store, receipt, 200, {"success": True})
+    _, base = await serve(
+        GraphConfig(access_token=TOKEN, strict=True), store=sqlite_store, cassette=cassette
+    )
+    status, headers, err = await send(http, base, text("hi"))
+    assert_graph_error(status, headers, err, 100, 400)
+    assert "no recorded sends" in err["error"]["error_data"]["details"]
+
+
+# -- switching the cassette, swapping journal and listener, activity ----------------------
+
+OK_ANSWER = {
+    "messaging_product": "whatsapp",
+    "contacts": [{"input": TO, "wa_id": TO}],
+    "messages": [{"id": "wamid.HBgLrecorded"}],
+}
+
+
+async def test_use_cassette_switches_what_is_served_while_running(
+    serve: Serve, http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
+) -> None:
+    record_send(sqlite_store, text("hello"), 200, OK_ANSWER)
+    sqlite_store.update_cassette(cassette, phone_number_ids=[PHONE_ID, "200200200"])
+    graph, base = await serve(store=sqlite_store)  # a store for blobs, no cassette yet
+    status, _, answer = await send(http, base, text("hello"))
+    assert status == 200 and answer != OK_ANSWER and graph.unmatched == []
+    assert (await send(http, base, text("x"), phone="200200200"))[0] == 400
+    async with http.get(f"{base}/v21.0/{MEDIA_ID}", headers=AUTH) as resp:
+        assert resp.status == 400
+
+    await graph.use_cassette(sqlite_store, cassette)
+    assert (graph.store, graph.cassette) == (sqlite_store, cassette)
+    assert (await send(http, base, text("hello")))[::2] == (200, OK_ANSWER)
+    assert (await send(http, base, text("x"), phone="200200200"))[0] == 200
+    assert len(graph.unmatched) == 1  # "x" has no recording
+    async with http.get(f"{base}/v21.0/{MEDIA_ID}", headers=AUTH) as resp:
+        assert resp.status == 200
+
+    # The same cassette again starts afresh: its answer is back, nothing is unmatched.
+    earlier = graph.unmatched
+    await graph.use_cassette(sqlite_store, cassette)
+    assert graph.unmatched == [] and len(earlier) == 1
+    assert (await send(http, base, text("hello")))[::2] == (200, OK_ANSWER)
+
+    await graph.use_cassette(None, None)
+    assert (graph.store, graph.cassette) == (None, None)
+    status, _, answer = await send(http, base, text("hello"))
+    assert status == 200 and answer != OK_ANSWER
+    status, headers, answer = await send(http, base, text("x"), phone="200200200")
+    assert_graph_error(status, headers, answer, 100, 400)
+    async with http.get(f"{base}/v21.0/{MEDIA_ID}", headers=AUTH) as resp:
+        assert resp.status == 400
+
+
+async def test_use_cassette_before_start_is_what_start_serves(
+    http: aiohttp.ClientSession, sqlite_store: CassetteStore, cassette: str
+) -> None:
+    record_send(sqlite_store, text("hello"), 200, OK_ANSWER)
+    graph = FakeGraph(GraphConfig(access_token=TOKEN))
+    await graph.use_cassette(sqlite_store, cassette)
+    base = await graph.start()
+    try:
+        assert (await send(http, base, text("hello")))[::2] == (200, OK_ANSWER)
+    finally:
+        await graph.stop()
+
+
+async def test_the_last_cassette_switch_wins(
+    serve: Serve, sqlite_store: CassetteStore, cassette: str
+) -> None:
+    graph, _ = await serve(store=sqlite_store, cassette=cassette)
+    # The first switch reads its cassette in a thread; the second, to none, ends first.
+    await asyncio.gather(graph.use_cassette(sqlite_store, cassette), graph.use_cassette(None, None))
+    assert (graph.store, graph.cassette) == (None, None)
+
+
+async def test_use_cassette_needs_a_store_for_a_name(serve: Serve) -> None:
+    graph, _ = await serve()
+    with pytest.raises(ValueError, match="needs a store"):
+        await graph.use_cassette(None, CASSETTE)
+
+
+async def test_journal_and_listener_are_read_per_request(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    first, second = Journal(), Journal()
+    one, two = Listener(), Listener()
+    graph, base = await serve(journal=first, listener=one)
+    await send(http, base, text("one"))
+    graph.journal, graph.listener = second, two
+    await send(http, base, text("two"))
+    graph.journal = graph.listener = None
+    await send(http, base, text("three"))
+
+    def bodies(journal: Journal) -> list[str]:
+        return [json.loads(e.request_body)["text"]["body"] for e in journal.exchanges]
+
+    assert (bodies(first), bodies(second)) == (["one"], ["two"])
+    assert [s.body["text"]["body"] for s, _, _ in one.sends] == ["one"]
+    assert [s.body["text"]["body"] for s, _, _ in two.sends] == ["two"]
+
+
+async def test_activity_counts_the_requests_being_served(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    seen: list[tuple[int, float]] = []
+
+    class Watch(Listener):
+        def on_send(self, send: SendRequest, wamid: str, recorded: bool) -> None:
+            seen.append((graph.in_flight, graph.last_activity))
+
+    graph, base = await serve(GraphConfig(access_token=TOKEN, latency_ms=100), listener=Watch())
+    assert graph.in_flight == 0
+    idle_since = graph.last_activity
+    results = await asyncio.gather(send(http, base, text("a")), send(http, base, text("b")))
+    assert [status for status, _, _ in results] == [200, 200]
+    # Both were in flight while the first was answered (each waits 100 ms first).
+    assert max(n for n, _ in seen) == 2
+    assert all(idle_since < at <= graph.last_activity for _, at in seen)
+    assert graph.in_flight == 0
+
+    # Refused and unroutable requests count as activity too, and end.
+    before = graph.last_activity
+    assert (await send(http, base, text("x"), headers={}))[0] == 401
+    async with http.get(f"{base}/no/such/route", headers=AUTH) as resp:
+        assert resp.status == 400
+    assert graph.in_flight == 0 and graph.last_activity > before
