@@ -29,10 +29,12 @@ from pseudowa.addons.writer import Pending
 from pseudowa.proxy.contract import matching
 from pseudowa.proxy.contract import signature
 from pseudowa.proxy.contract import webhooks
+from pseudowa.proxy.contract.answers import bearer_token
 from pseudowa.proxy.contract.ids import sha256_hex
 from pseudowa.storage.records import Exchange
 from pseudowa.storage.records import Headers
 from pseudowa.storage.records import Kind
+from pseudowa.storage.records import header_value
 
 INCOMPLETE = "recording stopped before the exchange finished"
 MEDIA_ID_KEY = "pseudowa_media_id"  # flow.metadata key: the media id a look-up answered for
@@ -78,7 +80,7 @@ class Scrubber:
         plain word ("test") that replacing everywhere would mangle messages with; its
         query parameter is redacted anyway, and `pseudowa_secrets` can name it.
         """
-        found = [bearer_token(headers)]
+        found = [bearer_token(header_value(headers, "Authorization"))]
         if "?" in request.path:
             found += [v for k, v in request.query.items(multi=True) if k in redact.SECRET_PARAMS]
         new = {v for v in found if v and len(v) >= MIN_LEARNED} - self._learned
@@ -124,7 +126,7 @@ def scrub_flow(
     if is_webhook_post:
         annotations["signature"] = redact.signature_state(
             request.raw_content or b"",
-            header(req_headers, signature.HEADER),
+            header_value(req_headers, signature.HEADER),
             scrubber.app_secret,
         )
     req_body, req_decoded = decoded_body(request, req_headers)
@@ -234,7 +236,7 @@ def _set_download(
         or mid
     )
     meta = media_meta.get(media_id) if media_id else None
-    mime = mime_type(header(headers, "Content-Type")) or (meta.mime_type if meta else None)
+    mime = mime_type(header_value(headers, "Content-Type")) or (meta.mime_type if meta else None)
     pending.media = data
     pending.media_id = media_id
     pending.media_mime = mime or "application/octet-stream"
@@ -247,18 +249,6 @@ def _set_download(
 
 
 # -- small pure helpers -------------------------------------------------------------------
-
-
-def header(headers: Sequence[tuple[str, str]], name: str) -> str | None:
-    """The first value of header `name` (any case), or None."""
-    lowered = name.lower()
-    return next((v for k, v in headers if k.lower() == lowered), None)
-
-
-def bearer_token(headers: Sequence[tuple[str, str]]) -> str | None:
-    """The token of an `Authorization: Bearer ...` header, or None."""
-    scheme, _, token = (header(headers, "Authorization") or "").partition(" ")
-    return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
 def mime_type(content_type: str | None) -> str | None:
@@ -299,7 +289,7 @@ def decoded_body(message: http.Message, headers: Sequence[tuple[str, str]]) -> t
     raw = message.raw_content
     if raw is None:
         return b"", False
-    if not header(headers, "content-encoding"):
+    if not header_value(headers, "content-encoding"):
         return raw, False
     content = message.get_content(strict=False)
     if content is None:

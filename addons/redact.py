@@ -22,12 +22,11 @@ from urllib.parse import unquote_plus
 from pseudowa.proxy.contract import matching
 from pseudowa.proxy.contract import signature
 from pseudowa.proxy.contract import webhooks
+from pseudowa.proxy.contract.answers import REDACTED
 from pseudowa.proxy.contract.ids import is_wamid
 from pseudowa.proxy.contract.ids import wamid_number
 from pseudowa.proxy.contract.ids import wamid_with_number
 from pseudowa.proxy.contract.media_url import DOWNLOAD_PATH
-
-REDACTED = "REDACTED"
 
 # Credentials and the webhook signature (it is recomputed on replay, and an
 # HMAC over a known body helps whoever wants to guess the app secret).

@@ -44,7 +44,9 @@ LOADGEN = HERE / "loadgen.py"
 MB = 1 << 20
 PHONE_ID = "106540352242922"  # BusinessAccount's default phone number id
 SEND_PATH = f"/v23.0/{PHONE_ID}/messages"
-SEND_BODY = b'{"messaging_product":"whatsapp","to":"16505551234","type":"text","text":{"body":"hi"}}'
+SEND_BODY = (
+    b'{"messaging_product":"whatsapp","to":"16505551234","type":"text","text":{"body":"hi"}}'
+)
 TOKEN = "pseudowa-bench-token"
 APP_SECRET = "pseudowa-bench-secret"
 JOURNAL_NAME = "bench-journal"
@@ -101,8 +103,9 @@ def proc_status_kb(pid: int, key: str) -> int | None:
 class Server:
     """One bench/servers.py process: started at construction, `ready()` waits for its port."""
 
-    def __init__(self, name: str, args: list[str], cpu: int | None, logdir: Path,
-                 profile: Path | None = None) -> None:
+    def __init__(
+        self, name: str, args: list[str], cpu: int | None, logdir: Path, profile: Path | None = None
+    ) -> None:
         self.name = name
         self.log_path = logdir / f"{name}.log"
         self.profile = profile
@@ -186,8 +189,9 @@ class Server:
         self._log.close()
 
 
-def http_request(method: str, url: str, body: bytes | None = None,
-                 headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+def http_request(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     u = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
     try:
@@ -274,14 +278,29 @@ class LoadGenerator:
             raise Broken(f"wrk failed ({out.returncode}): {out.stdout[-500:]} {out.stderr[-500:]}")
         f = dict(kv.split("=") for kv in line.split()[1:])
         errors = sum(int(f[k]) for k in ("connect", "read", "write", "timeout"))
-        return Load(int(f["requests"]), int(f["duration_us"]) / 1e6, int(f["non2xx"]), errors,
-                    int(f["p50_us"]) / 1000, int(f["p99_us"]) / 1000)
+        return Load(
+            int(f["requests"]),
+            int(f["duration_us"]) / 1e6,
+            int(f["non2xx"]),
+            errors,
+            int(f["p50_us"]) / 1000,
+            int(f["p99_us"]) / 1000,
+        )
 
     def _aiohttp(self, url: str, body: bytes, headers: dict[str, str], duration: float) -> Load:
         body_file = self.workdir / f"load{self._n}.body"
         body_file.write_bytes(body)
-        cmd = [sys.executable, str(LOADGEN), url, "--duration", str(duration),
-               "--connections", str(self.connections), "--body-file", str(body_file)]
+        cmd = [
+            sys.executable,
+            str(LOADGEN),
+            url,
+            "--duration",
+            str(duration),
+            "--connections",
+            str(self.connections),
+            "--body-file",
+            str(body_file),
+        ]
         for k, v in headers.items():
             cmd += ["-H", f"{k}: {v}"]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
@@ -335,8 +354,10 @@ def print_profile(path: Path, title: str, keep_dir: str | None = None, limit: in
 
 def section_send(ctx: Context) -> str:
     args = ctx.args
-    say(f"== 1. send endpoint: POST {SEND_PATH}, {ctx.load.label}, "
-        f"{args.rounds} rounds x {args.duration:g} s each, alternated")
+    say(
+        f"== 1. send endpoint: POST {SEND_PATH}, {ctx.load.label}, "
+        f"{args.rounds} rounds x {args.duration:g} s each, alternated"
+    )
     db = ctx.tmp / "journal.db"
     servers = {
         "bare": ctx.start("bare", ["bare-send"]),
@@ -360,8 +381,9 @@ def section_send(ctx: Context) -> str:
         if name != "bare":
             wamid = json.loads(body)["messages"][0]["id"]
             check(wamid.startswith("wamid."), f"{name} answered no wamid: {body[:300]!r}")
-        status, body = http_request("POST", server.url + SEND_PATH, SEND_BODY,
-                                    {**headers, "Authorization": "Bearer wrong"})
+        status, body = http_request(
+            "POST", server.url + SEND_PATH, SEND_BODY, {**headers, "Authorization": "Bearer wrong"}
+        )
         answered[name] += 1
         if name != "bare":
             check(status == 401, f"{name} accepted a wrong token ({status}): not the real path?")
@@ -393,7 +415,8 @@ def section_send(ctx: Context) -> str:
     try:
         rows = con.execute(
             "SELECT count(*) FROM interaction JOIN cassette ON cassette.id = interaction.cassette_id"
-            " WHERE cassette.name = ?", (JOURNAL_NAME,)
+            " WHERE cassette.name = ?",
+            (JOURNAL_NAME,),
         ).fetchone()[0]
     finally:
         con.close()
@@ -408,20 +431,27 @@ def section_send(ctx: Context) -> str:
     jratio = med["fake+journal"] / med["bare"]
     for name in ("fake", "fake+journal"):
         per_round = [f / b.rps for f, b in zip((ld.rps for ld in results[name]), results["bare"])]
-        say(f"  {name} / bare per round: " + " ".join(f"{r:.2f}" for r in per_round)
+        say(
+            f"  {name} / bare per round: "
+            + " ".join(f"{r:.2f}" for r in per_round)
             + f"   (req/s spread: bare {min(ld.rps for ld in results['bare']):.0f}-"
-              f"{max(ld.rps for ld in results['bare']):.0f}, {name} "
-              f"{min(ld.rps for ld in results[name]):.0f}-{max(ld.rps for ld in results[name]):.0f})")
+            f"{max(ld.rps for ld in results['bare']):.0f}, {name} "
+            f"{min(ld.rps for ld in results[name]):.0f}-{max(ld.rps for ld in results[name]):.0f})"
+        )
     say(f"  journal: {rows} exchanges written for {expected} answers counted (in-flight extra ok)")
     if args.profile is not None:
         for name in ("fake", "fake+journal"):
             servers[name].stop()
             print_profile(servers[name].profile, f"server {name}", args.profile)  # type: ignore[arg-type]
     tool = "" if ctx.load.tool == "wrk" else " [FALLBACK load generator, not wrk]"
-    line = (f"send endpoint: fake {med['fake']:.0f} req/s vs bare {med['bare']:.0f} req/s -> ratio "
-            f"{ratio:.2f} (goal >= {GOAL_SEND_RATIO}) {verdict(ratio >= GOAL_SEND_RATIO)}{tool}")
-    jline = (f"send endpoint + SQLite journal (info, no goal): fake {med['fake+journal']:.0f} req/s "
-             f"vs bare {med['bare']:.0f} req/s -> ratio {jratio:.2f}{tool}")
+    line = (
+        f"send endpoint: fake {med['fake']:.0f} req/s vs bare {med['bare']:.0f} req/s -> ratio "
+        f"{ratio:.2f} (goal >= {GOAL_SEND_RATIO}) {verdict(ratio >= GOAL_SEND_RATIO)}{tool}"
+    )
+    jline = (
+        f"send endpoint + SQLite journal (info, no goal): fake {med['fake+journal']:.0f} req/s "
+        f"vs bare {med['bare']:.0f} req/s -> ratio {jratio:.2f}{tool}"
+    )
     say(line)
     say(jline)
     return line + "\n" + jline
@@ -454,8 +484,14 @@ async def _emit(url: str, bodies: list[bytes], concurrency: int) -> tuple[object
     from pseudowa.proxy.sandbox.emitter import Emitter
     from pseudowa.proxy.sandbox.emitter import EmitterConfig
 
-    config = EmitterConfig(bot_url=url, app_secret=APP_SECRET, skip_verify=True, speed=0,
-                           concurrency=concurrency, signing="valid")
+    config = EmitterConfig(
+        bot_url=url,
+        app_secret=APP_SECRET,
+        skip_verify=True,
+        speed=0,
+        concurrency=concurrency,
+        signing="valid",
+    )
     deliveries = [Delivery(body=b, label=f"#{i} message text") for i, b in enumerate(bodies)]
     emitter = Emitter(config)
     try:
@@ -502,8 +538,10 @@ def section_emitter(ctx: Context) -> str:
 
     # The receiver's own ceiling under wrk with the same kind of body.
     ceiling = ctx.load.run(url, sample, headers, args.duration)
-    check(ceiling.non2xx == 0 and ceiling.errors == 0,
-          f"receiver ceiling run: {ceiling.non2xx} non-2xx, {ceiling.errors} errors")
+    check(
+        ceiling.non2xx == 0 and ceiling.errors == 0,
+        f"receiver ceiling run: {ceiling.non2xx} non-2xx, {ceiling.errors} errors",
+    )
     receiver.wait_idle()
     c = receiver_count(receiver)
     check(c["bad"] == 0, f"receiver saw {c['bad']} bad signatures from the load generator")
@@ -516,16 +554,22 @@ def section_emitter(ctx: Context) -> str:
     c = receiver_count(receiver)
     outcomes = emitter.outcomes  # type: ignore[attr-defined]
     attempts = emitter.attempts  # type: ignore[attr-defined]
-    say(f"  emitter: {n} webhooks in {elapsed:.2f} s -> {rate:.0f} webhooks/s; "
+    say(
+        f"  emitter: {n} webhooks in {elapsed:.2f} s -> {rate:.0f} webhooks/s; "
         f"receiver counted {c['posts']} POSTs, {c['distinct_signatures']} distinct signatures, "
-        f"{c['verified']} sampled signatures verified, {c['bad']} bad")
-    check(len(outcomes) == n and all(o.delivered for o in outcomes),
-          f"emitter delivered {sum(o.delivered for o in outcomes)} of {n}")
+        f"{c['verified']} sampled signatures verified, {c['bad']} bad"
+    )
+    check(
+        len(outcomes) == n and all(o.delivered for o in outcomes),
+        f"emitter delivered {sum(o.delivered for o in outcomes)} of {n}",
+    )
     check(len(attempts) == n, f"emitter made {len(attempts)} attempts for {n} webhooks (retries?)")
     check(c["posts"] == n, f"receiver counted {c['posts']} POSTs, expected exactly {n}")
     check(c["distinct_signatures"] == n, f"receiver saw {c['distinct_signatures']} distinct bodies")
-    check(c["bad"] == 0 and c["verified"] > 0,
-          f"signatures: {c['verified']} verified, {c['bad']} failed")
+    check(
+        c["bad"] == 0 and c["verified"] > 0,
+        f"signatures: {c['verified']} verified, {c['bad']} failed",
+    )
 
     if args.profile is not None:
         import cProfile
@@ -544,8 +588,10 @@ def section_emitter(ctx: Context) -> str:
     if not ok and ceiling.rps < GOAL_EMITTER_RATE and ctx.load.tool == "wrk":
         note = " (the receiver's own ceiling is below the goal on this machine)"
     tool = "" if ctx.load.tool == "wrk" else " [ceiling from FALLBACK load generator]"
-    line = (f"emitter: {rate:.0f} webhooks/s vs receiver ceiling {ceiling.rps:.0f} req/s -> ratio "
-            f"{rate / ceiling.rps:.2f}; goal >= {GOAL_EMITTER_RATE:.0f}/s {verdict(ok)}{note}{tool}")
+    line = (
+        f"emitter: {rate:.0f} webhooks/s vs receiver ceiling {ceiling.rps:.0f} req/s -> ratio "
+        f"{rate / ceiling.rps:.2f}; goal >= {GOAL_EMITTER_RATE:.0f}/s {verdict(ok)}{note}{tool}"
+    )
     say(line)
     return line
 
@@ -626,7 +672,9 @@ def section_media(ctx: Context) -> str:
 
     args = ctx.args
     size = args.media_mb * MB
-    say(f"== 3. media download: {args.media_mb} MB blob from SQLite, server VmRSS sampled every 5 ms")
+    say(
+        f"== 3. media download: {args.media_mb} MB blob from SQLite, server VmRSS sampled every 5 ms"
+    )
     db_url = f"sqlite:///{ctx.tmp / 'media.db'}"
     big, small = ctx.tmp / "big.bin", ctx.tmp / "small.bin"
     big_sha, small_sha = write_blob(big, size), write_blob(small, 256 << 10)
@@ -640,8 +688,9 @@ def section_media(ctx: Context) -> str:
         store.link_media(MEDIA_CASSETTE, SMALL_MEDIA_ID, small_sha, "image/jpeg")
     big.unlink()
     say(f"  stored in {time.perf_counter() - started:.1f} s (not measured)")
-    server = ctx.start("media", ["fake", "--token", TOKEN, "--db", db_url,
-                                 "--cassette", MEDIA_CASSETTE]).ready()
+    server = ctx.start(
+        "media", ["fake", "--token", TOKEN, "--db", db_url, "--cassette", MEDIA_CASSETTE]
+    ).ready()
 
     # Warm-up: the same path end to end on a small blob (sessions, threads, statements).
     _, wsize, wsha, _, _ = asyncio.run(_download(server.url, SMALL_MEDIA_ID))
@@ -666,14 +715,21 @@ def section_media(ctx: Context) -> str:
     peak_kb = max(sampler.peak_kb, hwm_kb or 0)
     growth = (peak_kb - baseline_kb) / 1024
     rate = size / MB / elapsed
-    hwm_text = (f"VmHWM growth {(hwm_kb - baseline_kb) / 1024:.1f} MB"
-                if hwm_kb is not None else "VmHWM not resettable; sampled peak only")
-    say(f"  baseline VmRSS {baseline_kb / 1024:.1f} MB; sampled peak {sampler.peak_kb / 1024:.1f} MB "
-        f"({sampler.samples} samples); {hwm_text}; VmRSS after {after_kb / 1024:.1f} MB")
+    hwm_text = (
+        f"VmHWM growth {(hwm_kb - baseline_kb) / 1024:.1f} MB"
+        if hwm_kb is not None
+        else "VmHWM not resettable; sampled peak only"
+    )
+    say(
+        f"  baseline VmRSS {baseline_kb / 1024:.1f} MB; sampled peak {sampler.peak_kb / 1024:.1f} MB "
+        f"({sampler.samples} samples); {hwm_text}; VmRSS after {after_kb / 1024:.1f} MB"
+    )
     ok = growth < GOAL_MEDIA_GROWTH_MB
-    line = (f"media download: {args.media_mb} MB in {elapsed:.2f} s = {rate:.0f} MB/s; server RSS "
-            f"peak growth {growth:.1f} MB (goal < {GOAL_MEDIA_GROWTH_MB:.0f} MB) {verdict(ok)}; "
-            f"sha256 matched")
+    line = (
+        f"media download: {args.media_mb} MB in {elapsed:.2f} s = {rate:.0f} MB/s; server RSS "
+        f"peak growth {growth:.1f} MB (goal < {GOAL_MEDIA_GROWTH_MB:.0f} MB) {verdict(ok)}; "
+        f"sha256 matched"
+    )
     say(line)
     return line
 
@@ -689,19 +745,31 @@ SECTIONS: dict[str, Callable[[Context], str]] = {
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--only", action="append", choices=list(SECTIONS), help="run only these sections")
+    p.add_argument(
+        "--only", action="append", choices=list(SECTIONS), help="run only these sections"
+    )
     p.add_argument("--duration", type=float, default=5.0, help="seconds per load run (5)")
     p.add_argument("--rounds", type=int, default=3, help="alternated rounds per server (3)")
     p.add_argument("--connections", type=int, default=32, help="load generator connections (32)")
     p.add_argument("--webhooks", type=int, default=20_000, help="webhooks the emitter sends")
     p.add_argument("--concurrency", type=int, default=32, help="emitter concurrency (32)")
     p.add_argument("--media-mb", type=int, default=100, help="size of the media blob (100)")
-    p.add_argument("--loadgen", choices=["auto", "wrk", "aiohttp"], default="auto",
-                   help="auto: wrk when installed, else the aiohttp fallback")
-    p.add_argument("--profile", nargs="?", const="", default=None, metavar="DIR",
-                   help="cProfile the fake servers and an extra emitter run, print the top\n"
-                        "functions (and keep the .prof files in DIR when given); profiled\n"
-                        "figures are slower and not comparable")
+    p.add_argument(
+        "--loadgen",
+        choices=["auto", "wrk", "aiohttp"],
+        default="auto",
+        help="auto: wrk when installed, else the aiohttp fallback",
+    )
+    p.add_argument(
+        "--profile",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DIR",
+        help="cProfile the fake servers and an extra emitter run, print the top\n"
+        "functions (and keep the .prof files in DIR when given); profiled\n"
+        "figures are slower and not comparable",
+    )
     return p.parse_args()
 
 
@@ -711,8 +779,11 @@ def choose_cpus() -> tuple[int | None, int | None, str]:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         return None, None, f"only cpu {cpus} available: processes are NOT pinned"
-    return cpus[0], cpus[1], (f"servers pinned to cpu {cpus[0]}; wrk, emitter and download "
-                              f"client to cpu {cpus[1]}")
+    return (
+        cpus[0],
+        cpus[1],
+        (f"servers pinned to cpu {cpus[0]}; wrk, emitter and download client to cpu {cpus[1]}"),
+    )
 
 
 def main() -> int:
@@ -722,7 +793,9 @@ def main() -> int:
 
         import pseudowa.proxy.sandbox.graph  # noqa: F401
     except ImportError as e:
-        say(f"cannot import the project ({e}): run with the venv, e.g. .venv/bin/python bench/run.py")
+        say(
+            f"cannot import the project ({e}): run with the venv, e.g. .venv/bin/python bench/run.py"
+        )
         return 1
 
     def on_term(signum: int, frame: object) -> None:
@@ -738,13 +811,20 @@ def main() -> int:
     say(f"pseudowa bench: python {sys.version.split()[0]}, {os.cpu_count()} cpus; {pin_text}")
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if load_before >= 0.5:
-        say(f"NOTE: load average {load_before:.2f} before starting: other work shares these cores, "
-            "expect noisier figures (rounds are alternated so ratios suffer least)")
+        say(
+            f"NOTE: load average {load_before:.2f} before starting: other work shares these cores, "
+            "expect noisier figures (rounds are alternated so ratios suffer least)"
+        )
     if tool != "wrk":
-        say("NOTE: wrk is not installed (apt-get install wrk)" if args.loadgen != "aiohttp"
-            else "NOTE: --loadgen aiohttp requested")
-        say("      using the FALLBACK aiohttp load generator in a separate process: it is slower "
-            "than wrk, so ceilings are understated and ratios pulled toward 1")
+        say(
+            "NOTE: wrk is not installed (apt-get install wrk)"
+            if args.loadgen != "aiohttp"
+            else "NOTE: --loadgen aiohttp requested"
+        )
+        say(
+            "      using the FALLBACK aiohttp load generator in a separate process: it is slower "
+            "than wrk, so ceilings are understated and ratios pulled toward 1"
+        )
     started = time.perf_counter()
     summaries: list[str] = []
     broken: list[str] = []
@@ -769,8 +849,10 @@ def main() -> int:
         say("\ninterrupted: servers stopped, temporary files removed")
         return 130
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    say(f"== summary ({time.perf_counter() - started:.0f} s; load average {load_before:.2f} before, "
-        f"{load_after:.2f} at the end, the bench itself keeping up to 2 cores busy)")
+    say(
+        f"== summary ({time.perf_counter() - started:.0f} s; load average {load_before:.2f} before, "
+        f"{load_after:.2f} at the end, the bench itself keeping up to 2 cores busy)"
+    )
     for line in summaries:
         say(line)
     for problem in broken:

@@ -7,12 +7,19 @@ them back, so sessions stay inside `CassetteStore`.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
 from typing import Protocol
 
 Headers = list[tuple[str, str]]
+
+
+def header_value(headers: Sequence[tuple[str, str]], name: str) -> str | None:
+    """The first value of header `name` (any case) in a header list, or None."""
+    lowered = name.lower()
+    return next((v for k, v in headers if k.lower() == lowered), None)
 
 
 class Kind(enum.StrEnum):

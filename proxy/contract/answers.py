@@ -141,13 +141,13 @@ def http_error(status: int, reason: str, method: str, path: str) -> GraphError:
     return GraphError(100, reason, message=f"(#100) {reason}", http_status=status)
 
 
-def bearer_token(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
-    """The access token of a request: `Authorization: Bearer …` or Graph's `access_token=`."""
-    auth = headers.get("Authorization", "")
-    scheme, _, token = auth.partition(" ")
+def bearer_token(authorization: str | None, access_token: str | None = None) -> str | None:
+    """The access token of a request: from its `Authorization: Bearer …` header value, else
+    Graph's `access_token=` query parameter (`access_token`); None when neither has one."""
+    scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return query.get("access_token") or None
+    return access_token or None
 
 
 # -- what a journal keeps ------------------------------------------------------------------

@@ -17,11 +17,25 @@ from .errors import missing_parameter
 from .webhooks import MEDIA_TYPES
 
 SEND_TYPES = (
-    "text", *MEDIA_TYPES, "location", "contacts", "template", "interactive", "reaction",
+    "text",
+    *MEDIA_TYPES,
+    "location",
+    "contacts",
+    "template",
+    "interactive",
+    "reaction",
 )
 INTERACTIVE_TYPES = (
-    "button", "list", "cta_url", "flow", "product", "product_list", "catalog_message",
-    "location_request_message", "order_details", "order_status",
+    "button",
+    "list",
+    "cta_url",
+    "flow",
+    "product",
+    "product_list",
+    "catalog_message",
+    "location_request_message",
+    "order_details",
+    "order_status",
 )
 # Limits from Meta's docs (whatsapp-cloud-api.md §6.1).
 TEXT_MAX = 4096
@@ -153,8 +167,10 @@ def _check_type(mtype: str, sub: Any) -> tuple[str | None, str | None]:
             raise bad_value("The parameter contacts must be a non-empty array.")
         for i, card in enumerate(sub):
             name = _require_object(f"contacts[{i}]", card).get("name")
-            _require_text(f"contacts[{i}].name.formatted_name",
-                          _require_object(f"contacts[{i}].name", name or {}).get("formatted_name"))
+            _require_text(
+                f"contacts[{i}].name.formatted_name",
+                _require_object(f"contacts[{i}].name", name or {}).get("formatted_name"),
+            )
         return None, None
     obj = _require_object(mtype, sub)
     if mtype == "text":
@@ -194,7 +210,9 @@ def _check_media(kind: str, obj: dict[str, Any]) -> tuple[str | None, str | None
         raise bad_value(f"Use either {kind}.id or {kind}.link, not both.")
     if media_id is not None and not (isinstance(media_id, str) and media_id.strip()):
         raise bad_value(f"The parameter {kind}.id must be a non-empty string.")
-    if link is not None and not (isinstance(link, str) and link.startswith(("http://", "https://"))):
+    if link is not None and not (
+        isinstance(link, str) and link.startswith(("http://", "https://"))
+    ):
         raise bad_value(f"The parameter {kind}.link must be an http(s) URL.")
     caption = obj.get("caption")
     if caption is not None:
@@ -222,11 +240,14 @@ def _check_interactive(obj: dict[str, Any]) -> None:
         if len(buttons) > BUTTONS_MAX:
             raise bad_value(f"At most {BUTTONS_MAX} reply buttons are allowed, got {len(buttons)}.")
         for i, button in enumerate(buttons):
-            reply = _require_object(f"interactive.action.buttons[{i}].reply",
-                                    _require_object(f"buttons[{i}]", button).get("reply"))
+            reply = _require_object(
+                f"interactive.action.buttons[{i}].reply",
+                _require_object(f"buttons[{i}]", button).get("reply"),
+            )
             _require_text(f"interactive.action.buttons[{i}].reply.id", reply.get("id"), 256)
-            _require_text(f"interactive.action.buttons[{i}].reply.title", reply.get("title"),
-                          BUTTON_TITLE_MAX)
+            _require_text(
+                f"interactive.action.buttons[{i}].reply.title", reply.get("title"), BUTTON_TITLE_MAX
+            )
     elif itype == "list":
         _require_text("interactive.action.button", action.get("button"), BUTTON_TITLE_MAX)
         sections = action.get("sections")

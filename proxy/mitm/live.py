@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 from pseudowa.proxy.contract import webhooks
 from pseudowa.proxy.contract.matching import parse_json
 from pseudowa.storage.records import Exchange
-from pseudowa.storage.records import Headers
 from pseudowa.storage.records import Kind
+from pseudowa.storage.records import header_value
 
 
 def live_line(kind: str, exchange: Exchange) -> str:
@@ -58,7 +58,7 @@ def _describe_download(x: Exchange) -> str:
         return ""
     # The recorder keeps downloaded bytes as a media blob, not in the exchange.
     size = x.annotations.get("media_size") or str(len(x.response_body))
-    mime = x.annotations.get("mime_type") or _header(x.response_headers, "content-type") or ""
+    mime = x.annotations.get("mime_type") or header_value(x.response_headers, "content-type") or ""
     check = x.annotations.get("sha256")
     return f"{size} B {mime}".strip() + (f", sha256 {check}" if check else "")
 
@@ -81,7 +81,3 @@ def _describe_graph(x: Exchange) -> str:
     if isinstance(error, dict) and "code" in error:
         return f"error #{error['code']}"
     return ""
-
-
-def _header(headers: Headers, name: str) -> str | None:
-    return next((v for k, v in headers if k.lower() == name.lower()), None)

@@ -32,6 +32,7 @@ from yarl import URL
 
 from pseudowa.proxy.contract import signature
 from pseudowa.proxy.contract import webhooks
+from pseudowa.proxy.contract.answers import REDACTED
 from pseudowa.proxy.contract.retries import RetryPolicy
 from pseudowa.proxy.contract.retries import human_duration
 from pseudowa.proxy.errors import VerifyFailed
@@ -332,7 +333,7 @@ class Emitter:
                     # The verify token is a secret of the bot's: journals never hold it.
                     kind=Kind.WEBHOOK.value,
                     method="GET",
-                    url=str(url.update_query({"hub.verify_token": "REDACTED"})),
+                    url=str(url.update_query({"hub.verify_token": REDACTED})),
                     request_headers=list(headers.items()),
                     response_status=status,
                     response_body=body,

@@ -21,9 +21,7 @@ from collections.abc import Awaitable
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
-from typing import Any
 from typing import Protocol
-from typing import cast
 
 from aiohttp import web
 
@@ -58,6 +56,7 @@ from pseudowa.proxy.sandbox.media import RunMedia
 from pseudowa.storage.records import Exchange
 from pseudowa.storage.records import Headers
 from pseudowa.storage.records import Kind
+from pseudowa.storage.records import header_value
 from pseudowa.storage.store import CassetteStore
 
 logger = logging.getLogger(__name__)
@@ -124,16 +123,6 @@ class Recordings:
 
 
 @dataclass(frozen=True)
-class AcceptedSend:
-    """A send answered 200, as `FakeGraph.sends` lists them (in the order the bot sent)."""
-
-    send: SendRequest
-    wamid: str
-    recorded: bool
-    at: float  # seconds since the epoch
-
-
-@dataclass(frozen=True)
 class UnmatchedSend:
     """A send that found no remaining recorded answer, with the closest recorded ones."""
 
@@ -186,12 +175,6 @@ def read_recordings(store: CassetteStore, name: str, volatile: tuple[str, ...]) 
     return found
 
 
-def _header_value(headers: Headers, name: str) -> str | None:
-    """The first value of header `name` (case-insensitive) in a header list."""
-    lowered = name.lower()
-    return next((v for k, v in headers if k.lower() == lowered), None)
-
-
 class _AnyTarget(web.DynamicResource):
     """A resource taking every request target, `*` (of `OPTIONS *`) included, which no
     path pattern matches: registered last, it receives what no other route takes."""
@@ -226,7 +209,6 @@ class FakeGraph:
         self.journal = journal
         self.listener = listener
         # Accepted sends, flat: raw body, wamid, recorded, at; 4 entries per send (`sends`).
-        self._accepted: list[Any] = []
         self.unmatched: list[UnmatchedSend] = []
         self.media = MediaRoutes(self)
         self.base_url: str | None = None  # set by start()
@@ -249,23 +231,6 @@ class FakeGraph:
         """The media the bot uploaded in this run, by media id (deleted ones are gone)."""
         uploads: dict[str, RunMedia] = self.media.uploads
         return uploads
-
-    @property
-    def sends(self) -> list[AcceptedSend]:
-        """The sends answered 200 so far, in the order the bot made them.
-
-        Kept as 4 flat list entries per send (raw body, wamid, recorded, at) and parsed
-        again here, on demand. Holding an AcceptedSend with its parsed body for the whole
-        run left ~7 container objects per send for every full garbage collection to walk
-        (203 ms after 33k sends); bytes, str, bool and float are no containers, so a send
-        leaves nothing behind for the collector, not even a trigger for a collection.
-        """
-        flat = self._accepted
-        sends = []
-        for i in range(0, len(flat), 4):
-            raw, wamid, recorded, at = flat[i : i + 4]
-            sends.append(AcceptedSend(cast(SendRequest, parse_send(raw)), wamid, recorded, at))
-        return sends
 
     async def add_media(self, data: bytes, mime_type: str) -> RunMedia:
         """Serve `data` under a fresh media id, as media a WhatsApp user sent the bot.
@@ -487,7 +452,9 @@ class FakeGraph:
 
     def authorize(self, request: web.Request) -> None:
         """Raise Meta's 190 unless the request carries the configured access token."""
-        token = bearer_token(request.headers, request.query)
+        token = bearer_token(
+            request.headers.get("Authorization"), request.query.get("access_token")
+        )
         if token is None:
             raise bad_token("An access token is required to request this resource.")
         if not hmac.compare_digest(token.encode(), self.config.access_token.encode()):
@@ -554,7 +521,7 @@ class FakeGraph:
         if send.media_id is not None and await self.media.find(send.media_id) is None:
             raise error_for_unknown_media(send.media_id)
         wamid = new_wamid(send.wa_id)
-        self._accept(raw, send, wamid, recorded=False)
+        self._accept(send, wamid, recorded=False)
         return web.Response(
             body=send_answer_body(send, wamid), content_type="application/json", charset="utf-8"
         )
@@ -572,10 +539,10 @@ class FakeGraph:
         if queue:
             answer = queue.popleft()
             state.annotations["replayed_seq"] = str(answer.seq)
-            content_type = _header_value(answer.headers, "Content-Type") or "application/json"
+            content_type = header_value(answer.headers, "Content-Type") or "application/json"
             wamid = wamid_of(answer.body)
             if answer.status == 200 and wamid is not None:
-                self._accept(raw, send, wamid, recorded=True)
+                self._accept(send, wamid, recorded=True)
             return web.Response(
                 status=answer.status, body=answer.body, headers={"Content-Type": content_type}
             )
@@ -585,8 +552,7 @@ class FakeGraph:
             raise unmatched_error(shape, near)
         return None
 
-    def _accept(self, raw: bytes, send: SendRequest, wamid: str, *, recorded: bool) -> None:
-        self._accepted += (raw, wamid, recorded, time.time())
+    def _accept(self, send: SendRequest, wamid: str, *, recorded: bool) -> None:
         if self.listener is not None:  # (no closure to build when nobody listens)
             self._notify(lambda listener: listener.on_send(send, wamid, recorded))
 

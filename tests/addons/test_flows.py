@@ -16,12 +16,10 @@ from pseudowa.addons.flows import INCOMPLETE
 from pseudowa.addons.flows import MEDIA_ID_KEY
 from pseudowa.addons.flows import MediaMeta
 from pseudowa.addons.flows import Scrubber
-from pseudowa.addons.flows import bearer_token
 from pseudowa.addons.flows import decoded_body
 from pseudowa.addons.flows import fix_lengths
 from pseudowa.addons.flows import flow_url
 from pseudowa.addons.flows import graph_meta
-from pseudowa.addons.flows import header
 from pseudowa.addons.flows import header_pairs
 from pseudowa.addons.flows import mid_of
 from pseudowa.addons.flows import mime_type
@@ -29,8 +27,10 @@ from pseudowa.addons.flows import rebase_url
 from pseudowa.addons.flows import scrub_flow
 from pseudowa.proxy.contract import signature
 from pseudowa.proxy.contract import webhooks as w
+from pseudowa.proxy.contract.answers import bearer_token
 from pseudowa.proxy.contract.ids import new_wamid
 from pseudowa.storage.records import Kind
+from pseudowa.storage.records import header_value
 
 APP_SECRET = "5f2b0a6f3c8e4d1a9b7c6e5d4f3a2b1c"
 TOKEN = "EAAGm0PX4ZCpsBAKZCZBtestAccessToken1234567890"
@@ -88,12 +88,12 @@ def test_rebase_url():
 
 def test_header_lookup_and_bearer_token():
     headers = [("Content-Type", "application/json"), ("authorization", f"Bearer {TOKEN} ")]
-    assert header(headers, "content-type") == "application/json"
-    assert header(headers, "X-Missing") is None
-    assert bearer_token(headers) == TOKEN
-    assert bearer_token([("Authorization", "Basic abc")]) is None
-    assert bearer_token([("Authorization", "Bearer ")]) is None
-    assert bearer_token([]) is None
+    assert header_value(headers, "content-type") == "application/json"
+    assert header_value(headers, "X-Missing") is None
+    assert bearer_token(header_value(headers, "Authorization")) == TOKEN
+    assert bearer_token("Basic abc") is None
+    assert bearer_token("Bearer ") is None
+    assert bearer_token(None) is None
 
 
 @pytest.mark.parametrize(

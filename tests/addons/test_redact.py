@@ -8,10 +8,10 @@ import json
 import pytest
 
 from pseudowa.addons import redact
-from pseudowa.addons.redact import REDACTED
 from pseudowa.addons.redact import Pseudonymizer
 from pseudowa.proxy.contract import signature
 from pseudowa.proxy.contract import webhooks as w
+from pseudowa.proxy.contract.answers import REDACTED
 from pseudowa.proxy.contract.ids import new_wamid
 
 TOKEN = "EAAGm0PX4ZCpsBAKZCZBtestAccessToken1234567890"

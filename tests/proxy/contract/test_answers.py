@@ -166,7 +166,7 @@ def test_http_error_speaks_metas_envelope(status: int, http_status: int, message
     ],
 )
 def test_bearer_token(headers: dict[str, str], query: dict[str, str], token: str | None) -> None:
-    assert answers.bearer_token(headers, query) == token
+    assert answers.bearer_token(headers.get("Authorization"), query.get("access_token")) == token
 
 
 # -- what a journal keeps ------------------------------------------------------------------

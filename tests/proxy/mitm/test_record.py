@@ -27,6 +27,8 @@ from click.testing import CliRunner
 
 from pseudowa.proxy.cassette import seeds
 from pseudowa.proxy.cli.main import cli
+from pseudowa.proxy.contract.outbound import MarkRead
+from pseudowa.proxy.contract.outbound import SendRequest
 from pseudowa.proxy.errors import UserError
 from pseudowa.proxy.mitm.record import Listeners
 from pseudowa.proxy.mitm.record import RecordOptions
@@ -52,6 +54,19 @@ SUMMARY = re.compile(
     r"recorded (\S+): (\d+) exchanges \((\d+) webhook, (\d+) graph, (\d+) media\), "
     r"(\d+) media bytes"
 )
+
+
+class _Sends:
+    """Meta's view of the bot's accepted sends: the fake Graph API's SendListener."""
+
+    def __init__(self) -> None:
+        self.sends: list[SendRequest] = []
+
+    def on_send(self, send: SendRequest, wamid: str, recorded: bool) -> None:
+        self.sends.append(send)
+
+    def on_mark_read(self, mark: MarkRead) -> None:
+        pass
 
 
 async def _start(
@@ -102,7 +117,10 @@ async def test_record_image_round_trip_then_replay_passes_check(tmp_path: Path) 
             if x.kind == "webhook" and x.method == "POST"
         ]
         wamid = meta_store.events(seed, category="message")[0].wamid
-        meta = FakeGraph(GraphConfig(access_token=TOKEN), store=meta_store, cassette=seed)
+        sent = _Sends()
+        meta = FakeGraph(
+            GraphConfig(access_token=TOKEN), store=meta_store, cassette=seed, listener=sent
+        )
         meta_url = await meta.start("127.0.0.1", 0)
 
         db_file = tmp_path / "rec.db"
@@ -183,7 +201,7 @@ async def test_record_image_round_trip_then_replay_passes_check(tmp_path: Path) 
             finally:
                 await emitter.close()
             assert all(o.delivered for o in emitter.outcomes), emitter.outcomes
-            assert [s.send.type for s in meta.sends] == ["text"]
+            assert [s.type for s in sent.sends] == ["text"]
             # The webhook is written once the bot answered it, after its reply: wait for both.
             await recorder.wait_for(r"^\[webhook\] POST /webhook 200 .*message image")
             await recorder.wait_for(rf"^\[graph\] POST /v23.0/{PHONE_ID}/messages 200")
@@ -337,6 +355,8 @@ async def test_https_proxy_with_mitmproxy_ca(
     tmp_path: Path, tls_graph: tuple[FakeGraph, int]
 ) -> None:
     graph, tls_port = tls_graph
+    sent = _Sends()
+    graph.listener = sent
     confdir = tmp_path / "mitmproxy"
     db = f"sqlite:///{tmp_path / 'rec.db'}"
     recorder = await _start(
@@ -388,7 +408,7 @@ async def test_https_proxy_with_mitmproxy_ca(
     finally:
         await recorder.kill()
     assert recorder.stderr == b"", recorder.stderr.decode()
-    assert [s.send.type for s in graph.sends] == ["text"]
+    assert [s.type for s in sent.sends] == ["text"]
     with CassetteStore.open(db) as store:
         [x] = list(store.interactions("tls"))
     assert x.kind == "graph" and x.method == "POST" and x.response_status == 200
