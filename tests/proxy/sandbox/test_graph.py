@@ -15,11 +15,6 @@ import io
 import json
 import re
 import time
-from collections.abc import AsyncIterator
-from collections.abc import Awaitable
-from collections.abc import Callable
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,169 +22,33 @@ import pytest
 
 # tests/ is on sys.path (rootdir conftest, no __init__.py), so the schema helper
 # imports by its module name.
+from graph_client import ACCOUNT
+from graph_client import AUTH
+from graph_client import BLOB
+from graph_client import BLOB_MIME
+from graph_client import CASSETTE
+from graph_client import MEDIA_ID
+from graph_client import PHONE_ID
+from graph_client import TO
+from graph_client import TOKEN
+from graph_client import Listener
+from graph_client import Serve
+from graph_client import assert_graph_error
+from graph_client import media_url
+from graph_client import record_send
+from graph_client import send
+from graph_client import text
+from graph_client import upload
 from openapi import validate
 
 from pseudowa.proxy.contract.hosts import DEFAULT_API_VERSION
 from pseudowa.proxy.contract.ids import is_wamid
 from pseudowa.proxy.contract.outbound import MarkRead
 from pseudowa.proxy.contract.outbound import SendRequest
-from pseudowa.proxy.contract.webhooks import BusinessAccount
 from pseudowa.proxy.sandbox.graph import FakeGraph
 from pseudowa.proxy.sandbox.graph import GraphConfig
 from pseudowa.proxy.sandbox.journal import Journal
-from pseudowa.storage.records import Exchange
 from pseudowa.storage.store import CassetteStore
-
-ACCOUNT = BusinessAccount()
-PHONE_ID = ACCOUNT.phone_number_id
-TOKEN = "test-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-CASSETTE = "rec"
-MEDIA_ID = "1037543291543636"
-BLOB = bytes(range(256)) * 40
-BLOB_MIME = "image/jpeg"
-RECORDED_URL = f"https://graph.facebook.com/v21.0/{PHONE_ID}/messages"
-TO = "16505551234"
-
-Serve = Callable[..., Awaitable[tuple[FakeGraph, str]]]
-
-
-# -- fixtures ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[CassetteStore]:
-    store = CassetteStore.open(f"sqlite:///{tmp_path}/s.db")
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-@pytest.fixture
-def cassette(sqlite_store: CassetteStore) -> str:
-    """A cassette with one linked media blob and no recorded sends yet."""
-    sqlite_store.create_cassette(CASSETTE, phone_number_ids=[PHONE_ID], graph_api_version="v21.0")
-    info = sqlite_store.put_media(BLOB, BLOB_MIME)
-    sqlite_store.link_media(CASSETTE, MEDIA_ID, info.sha256)
-    return CASSETTE
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    """Start fakes on 127.0.0.1:0; all are stopped after the test."""
-    started: list[FakeGraph] = []
-
-    async def _serve(config: GraphConfig | None = None, **kwargs: Any) -> tuple[FakeGraph, str]:
-        graph = FakeGraph(config or GraphConfig(access_token=TOKEN), **kwargs)
-        base = await graph.start()
-        started.append(graph)
-        return graph, base
-
-    yield _serve
-    for graph in started:
-        await graph.stop()
-
-
-class Listener:
-    def __init__(self) -> None:
-        self.sends: list[tuple[SendRequest, str, bool]] = []
-        self.reads: list[MarkRead] = []
-
-    def on_send(self, send: SendRequest, wamid: str, recorded: bool) -> None:
-        self.sends.append((send, wamid, recorded))
-
-    def on_mark_read(self, mark: MarkRead) -> None:
-        self.reads.append(mark)
-
-
-# -- helpers -----------------------------------------------------------------------------
-
-
-def text(body: str, to: str = TO) -> dict[str, Any]:
-    return {"messaging_product": "whatsapp", "to": to, "type": "text", "text": {"body": body}}
-
-
-def record_send(
-    store: CassetteStore,
-    body: dict[str, Any],
-    status: int,
-    answer: dict[str, Any],
-    content_type: str = "application/json; charset=UTF-8",
-) -> None:
-    store.append(
-        CASSETTE,
-        Exchange(
-            kind="graph",
-            method="POST",
-            url=RECORDED_URL,
-            request_headers=[("Content-Type", "application/json")],
-            request_body=json.dumps(body).encode(),
-            response_status=status,
-            response_headers=[("Content-Type", content_type)],
-            response_body=json.dumps(answer).encode(),
-        ),
-    )
-
-
-async def send(
-    http: aiohttp.ClientSession,
-    base: str,
-    body: dict[str, Any] | bytes,
-    *,
-    version: str = "/v21.0",
-    phone: str = PHONE_ID,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], Any]:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    async with http.post(
-        f"{base}{version}/{phone}/messages",
-        data=raw,
-        headers={"Content-Type": "application/json", **(AUTH if headers is None else headers)},
-    ) as resp:
-        return resp.status, dict(resp.headers), await resp.json()
-
-
-def assert_graph_error(
-    status: int, headers: dict[str, str], body: Any, code: int, http_status: int
-) -> None:
-    validate("GraphAPIError", body)
-    assert status == http_status, body
-    assert body["error"]["code"] == code, body
-    assert headers["Content-Type"].startswith("application/json")
-    assert body["error"]["fbtrace_id"] == headers["x-fb-trace-id"]
-
-
-async def media_url(http: aiohttp.ClientSession, base: str, media_id: str = MEDIA_ID) -> str:
-    async with http.get(f"{base}/v21.0/{media_id}", headers=AUTH) as resp:
-        assert resp.status == 200, await resp.text()
-        return str((await resp.json())["url"])
-
-
-async def upload(
-    http: aiohttp.ClientSession,
-    base: str,
-    data: Any,
-    mime: str = "image/png",
-    *,
-    product: str | None = "whatsapp",
-    with_file: bool = True,
-) -> tuple[int, Any]:
-    form = aiohttp.FormData()
-    if product is not None:
-        form.add_field("messaging_product", product)
-    if with_file:
-        form.add_field("file", data, content_type=mime, filename="upload.bin")
-    form.add_field("type", mime)
-    async with http.post(f"{base}/v21.0/{PHONE_ID}/media", data=form, headers=AUTH) as resp:
-        return resp.status, await resp.json()
-
 
 # -- sends -------------------------------------------------------------------------------
 
