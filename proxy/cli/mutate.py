@@ -18,25 +18,14 @@ from pseudowa.proxy.cassette.operations import REQUIRED
 from pseudowa.proxy.cassette.operations import Operation
 from pseudowa.proxy.cassette.operations import Param
 from pseudowa.proxy.cassette.operations import Variant
+from pseudowa.proxy.cli.options import OneLineGroup
 from pseudowa.proxy.errors import UserError
-from pseudowa.storage.errors import StoreError
 from pseudowa.storage.store import CassetteStore
 
 EVENT_HELP = "EVENT is an index as `cassette show` lists events (#3 or 3), or a wamid."
 
 
-class _OneLineGroup(click.Group):
-    """Library errors meant for the user become one line and exit status 1 (like the root
-    group does), also when this group is invoked on its own."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (StoreError, UserError) as e:
-            raise click.ClickException(str(e)) from e
-
-
-class _MutateGroup(_OneLineGroup):
+class _MutateGroup(OneLineGroup):
     """`mutate NAME --out NEW <operation> ...`: the group's own options may follow NAME.
 
     A group stops parsing its options at its first argument (the rest belongs to the

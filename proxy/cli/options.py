@@ -1,6 +1,7 @@
-"""The `--db` option and store opening shared by every command module of the CLI.
+"""What every command module of the CLI shares: the `--db` option, store opening, and the
+group class that turns user mistakes into one line.
 
-Kept apart from `cli.py` so command modules that `cli.py` imports can use them
+Kept apart from `main.py` so the command modules `main.py` imports can use them
 without an import cycle.
 """
 
@@ -12,6 +13,8 @@ from typing import TypeVar
 
 import click
 
+from pseudowa.proxy.errors import UserError
+from pseudowa.storage.errors import StoreError
 from pseudowa.storage.store import DEFAULT_URL
 from pseudowa.storage.store import ENV_VAR
 from pseudowa.storage.store import CassetteStore
@@ -34,3 +37,17 @@ def open_store(db: str | None, *, upgrade: bool = True) -> CassetteStore:
     """The store named by `--db` here, or on the group, or in the environment."""
     url = db or click.get_current_context().find_root().params.get("db")
     return CassetteStore.open(url, upgrade=upgrade)
+
+
+class OneLineGroup(click.Group):
+    """Library errors meant for the user become one line on stderr and exit status 1.
+
+    The root group uses it, and so does `cassette mutate`, so that group behaves the same
+    when it is invoked on its own rather than under the root.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (StoreError, UserError) as e:
+            raise click.ClickException(str(e)) from e

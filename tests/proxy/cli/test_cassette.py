@@ -1,10 +1,14 @@
-"""`pseudowa cassette export` / `import`, and `pseudowa replay DIR` of an export."""
+"""`pseudowa cassette ls|show|rm|cp|export|import`, and `pseudowa replay DIR` of an export."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
+from cli_helpers import one_line_error
+from cli_helpers import seed_greeting
 from click.testing import CliRunner
 
 from pseudowa.proxy.cassette import seeds
@@ -16,7 +20,77 @@ ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = sorted(p.parent for p in (ROOT / "cassettes").glob(f"*/{CASSETTE_FILE}"))
 
 
-# -- CLI -------------------------------------------------------------------------------------
+# -- ls, show, rm, cp ------------------------------------------------------------------------
+
+
+def test_default_store_is_under_cassettes(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PSEUDOWA_DB", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(cli, ["cassette", "ls"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cassettes" / "pseudowa.db").read_bytes().startswith(b"SQLite format 3")
+
+
+def test_ls_and_show(runner: CliRunner, db: str) -> None:
+    seed_greeting(db)
+    ls = runner.invoke(cli, ["cassette", "ls", "--db", db])
+    assert ls.exit_code == 0
+    assert "greeting" in ls.output and "sandbox" in ls.output
+    show = runner.invoke(cli, ["cassette", "show", "greeting", "--db", db])
+    assert show.exit_code == 0, show.output
+    assert re.search(r"webhook\s+POST\s+http://bot/webhook\s+-> 200 \(250 ms\)", show.output)
+    assert "wamid.A" in show.output
+    assert "1234  image/png" in show.output
+    doc = json.loads(
+        runner.invoke(cli, ["cassette", "show", "greeting", "--db", db, "--json"]).output
+    )
+    assert doc["exchanges"][0]["duration_s"] == 0.25
+    assert doc["events"][0]["from"] == "16505551234"
+    as_list = json.loads(runner.invoke(cli, ["cassette", "ls", "--db", db, "--json"]).output)
+    assert as_list[0]["interactions"] == 1 and as_list[0]["media"] == 1
+
+
+def test_cp_then_rm(runner: CliRunner, db: str) -> None:
+    seed_greeting(db)
+    cp = runner.invoke(cli, ["cassette", "cp", "greeting", "copy", "--db", db])
+    assert cp.exit_code == 0, cp.output
+    rm = runner.invoke(cli, ["cassette", "rm", "greeting", "--db", db])
+    assert rm.exit_code == 0
+    with CassetteStore.open(db) as store:
+        assert [c.name for c in store.list_cassettes()] == ["copy"]
+        # The copy still owns the media the original linked.
+        assert store.read_media(store.media("copy", "1234").sha256) == b"\x89PNG fake"
+
+
+def test_unknown_cassette_names_close_ones(runner: CliRunner, db: str) -> None:
+    seed_greeting(db)
+    line = one_line_error(runner.invoke(cli, ["cassette", "show", "greting", "--db", db]))
+    assert "greting" in line and "'greeting'" in line
+
+
+def test_cp_onto_existing_name_is_refused(runner: CliRunner, db: str) -> None:
+    seed_greeting(db)
+    seed_greeting(db, "other")
+    line = one_line_error(runner.invoke(cli, ["cassette", "cp", "greeting", "other", "--db", db]))
+    assert "already exists" in line
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("not a url", "malformed database URL"),
+        ("mysql://u@h/db", "unsupported database"),
+        ("postgresql://nobody@127.0.0.1:1/none", "cannot open database"),
+    ],
+)
+def test_bad_database_urls(runner: CliRunner, url: str, expected: str) -> None:
+    line = one_line_error(runner.invoke(cli, ["cassette", "ls", "--db", url]))
+    assert expected in line
+
+
+# -- export, import --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("args", [["cassette", "export"], ["cassette", "import"]])
