@@ -26,6 +26,9 @@ from pg import postgres_cluster
 
 from pseudowa.storage.store import CassetteStore
 
+# pytester runs user-style test files against the plugin (tests/proxy/testing/test_plugin.py).
+pytest_plugins = ("pytester",)
+
 BACKENDS = ["sqlite", "postgresql"]
 _db_numbers = itertools.count()
 

@@ -7,8 +7,10 @@ test files, named test_<module>_<topic>.py (test_mutations_replay.py tests mutat
 package may be tested as a whole by test_<package>.py next to its folder.
 
 Exempt: __init__.py and __main__.py, migrations/ (Alembic revisions, tested through
-storage/migrate.py), and the files directly in tests/ (end-to-end checks of the project:
-packaging, README, samples, OpenAPI, layers, this file).
+storage/migrate.py), the files directly in tests/ (end-to-end checks of the project:
+packaging, README, samples, OpenAPI, layers, this file), and proxy/examples/pytest_suite/,
+which is itself a test suite (shipped for users to copy; tests/proxy/testing/test_plugin.py
+runs it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import PurePosixPath
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_FOLDERS = ("proxy", "addons", "storage")
 EXEMPT = {"__init__.py", "__main__.py"}
+TEST_SUITES = ("proxy/examples/pytest_suite/",)
 
 
 def mismatches(sources: Iterable[str], tests: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -55,6 +58,7 @@ def _repo_files() -> tuple[list[str], list[str]]:
         for folder in SOURCE_FOLDERS
         for path in (ROOT / folder).rglob("*.py")
         if "__pycache__" not in path.parts
+        and not path.relative_to(ROOT).as_posix().startswith(TEST_SUITES)
     ]
     tests = [
         path.relative_to(ROOT).as_posix()

@@ -55,7 +55,9 @@ def test_wheel_ships_namespaced_packages_and_migrations(wheel: Path) -> None:
     assert tops == {"pseudowa"}
 
 
-def test_installed_wheel_runs_cli_and_migrates(wheel: Path, tmp_path: Path) -> None:
+def _wheel_venv(wheel: Path, tmp_path: Path) -> Path:
+    """A fresh venv with pseudowa from the wheel; its dependencies (and pytest) come from
+    the test environment, appended after the venv's own site-packages (no network)."""
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     py = env_dir / "bin" / "python"
@@ -80,8 +82,16 @@ def test_installed_wheel_runs_cli_and_migrates(wheel: Path, tmp_path: Path) -> N
         cwd=tmp_path,
     )
     assert str(env_dir) in where, where
+    return env_dir
 
-    exe = env_dir / "bin" / "pseudowa"
+
+@pytest.fixture(scope="module")
+def wheel_env(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _wheel_venv(wheel, tmp_path_factory.mktemp("env"))
+
+
+def test_installed_wheel_runs_cli_and_migrates(wheel_env: Path, tmp_path: Path) -> None:
+    exe = wheel_env / "bin" / "pseudowa"
     help_run = subprocess.run([str(exe), "--help"], capture_output=True, text=True, cwd=tmp_path)
     assert help_run.returncode == 0, help_run.stderr
     assert "cassette" in help_run.stdout
@@ -96,6 +106,39 @@ def test_installed_wheel_runs_cli_and_migrates(wheel: Path, tmp_path: Path) -> N
     assert up.returncode == 0, up.stderr
     assert "(head)" in up.stdout
     assert db.read_bytes().startswith(b"SQLite format 3")
+
+
+def test_installed_wheel_brings_the_pytest_plugin_and_its_example_suite(
+    wheel_env: Path, tmp_path: Path
+) -> None:
+    py = wheel_env / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    help_run = subprocess.run(
+        [str(py), "-m", "pytest", "--help"], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert help_run.returncode == 0, help_run.stderr
+    assert "--pseudowa-record={none,once,new,all}" in help_run.stdout
+    # The example suite as a user finds it in the installed package, copied and run.
+    suite = subprocess.check_output(
+        [str(py), "-c", "import pseudowa.proxy.examples as e; print(e.__path__[0])"],
+        text=True,
+        cwd=tmp_path,
+    ).strip()
+    assert str(wheel_env) in suite, suite
+    project = tmp_path / "my-bot-tests"
+    project.mkdir()
+    for path in (Path(suite) / "pytest_suite").glob("test_*.py"):
+        (project / path.name).write_text(path.read_text())
+    run = subprocess.run(
+        [str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(project)],
+        capture_output=True,
+        text=True,
+        cwd=project,
+        env=env,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "4 passed" in run.stdout
 
 
 def test_every_package_folder_is_listed_in_pyproject() -> None:

@@ -63,3 +63,32 @@ def test_python_api_example_runs() -> None:
     assert run.returncode == 0, run.stderr[-4000:]
     assert "bot replied: echo: hi" in run.stdout
     assert "replay check: OK" in run.stdout
+
+
+def test_pytest_example_runs(tmp_path: Path) -> None:
+    text = README.read_text()
+    start = text.index("## Testing your bot with pytest")
+    [code] = re.findall(
+        r"```python\n(.*?)```", text[start : text.index("\n## ", start + 1)], flags=re.S
+    )
+    (tmp_path / "test_readme_example.py").write_text(code)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--pseudowa-cassettes={ROOT / 'cassettes'}",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "2 passed" in run.stdout

@@ -307,6 +307,10 @@ class MediaRoutes:
             if journal.error is None:
                 journal.error = e
 
+    async def read(self, media: RunMedia) -> bytes:
+        """All the bytes of one of the run's media (to save a session as a cassette)."""
+        return b"".join([chunk async for chunk in self._chunks(media)])
+
     async def _stream(self, request: web.Request, media: RunMedia) -> web.StreamResponse:
         """Send the blob chunk by chunk: memory stays at one chunk whatever its size."""
         notes = self.host.notes(request)

@@ -43,6 +43,7 @@ from pseudowa.proxy.sandbox.emitter import Emitter
 from pseudowa.proxy.sandbox.emitter import Outcome
 from pseudowa.proxy.sandbox.graph import FakeGraph
 from pseudowa.proxy.sandbox.journal import Journal
+from pseudowa.proxy.sandbox.media import RunMedia
 from pseudowa.proxy.sandbox.replay import ReplayReport
 from pseudowa.proxy.sandbox.replay import journal_name_for
 from pseudowa.proxy.sandbox.replay import load_recording
@@ -53,6 +54,8 @@ from pseudowa.proxy.sandbox.users import User
 from pseudowa.proxy.sandbox.users import digits
 from pseudowa.storage.export import is_export_dir
 from pseudowa.storage.export import temporary_import
+from pseudowa.storage.records import CassetteInfo
+from pseudowa.storage.records import Exchange
 from pseudowa.storage.store import CassetteStore
 
 logger = logging.getLogger(__name__)
@@ -222,6 +225,15 @@ class Sandbox:
             await self.connect_bot(self.bot_url)
         return await self.emitter.deliver(body, label)
 
+    async def redeliver(self, wamid: str) -> Outcome:
+        """Deliver again, byte for byte, the webhook that carried message `wamid`, as Meta
+        does when it saw no 200 in time: a bot must answer it once."""
+        for x in reversed(self.journal.exchanges):
+            if x.kind == "webhook" and x.method == "POST":
+                if any(e.wamid == wamid for e in index_exchange(x)):
+                    return await self.deliver(x.request_body, f"redelivery of {wamid}")
+        raise ConfigError(f"no webhook carrying {wamid} was delivered in this session")
+
     async def idle(self, quiet_s: float | None = None) -> None:
         """Return once no webhook is due or in flight, no Graph request is being served and
         nothing happened for `quiet_s` seconds (default: `config.quiet_s`)."""
@@ -344,6 +356,48 @@ class Sandbox:
                 self._redirect.redirected - redirected_before if self._redirect is not None else 0
             ),
         )
+
+    # -- saving a live session ---------------------------------------------------------------
+
+    async def save_session(
+        self, name: str, *, store: CassetteStore | None = None, notes: str = ""
+    ) -> CassetteInfo:
+        """Keep the live session so far (every webhook, Graph call and download, and the
+        media users sent or the bot uploaded) as cassette `name`, replayable like a recording.
+
+        Raises CassetteExists when the name is taken; `store` defaults to the sandbox's."""
+        target = store or self.store
+        if target is None:
+            raise ConfigError("saving a session needs a store: give db=... or store=...")
+        exchanges = list(self.journal.exchanges)
+        media = [*self.graph.media.received.values(), *self.graph.media.uploads.values()]
+        blobs = [(m, await self.graph.media.read(m)) for m in media]
+        await asyncio.to_thread(self._write_session, target, name, exchanges, blobs, notes)
+        return await asyncio.to_thread(target.get_cassette, name)
+
+    def _write_session(
+        self,
+        store: CassetteStore,
+        name: str,
+        exchanges: list[Exchange],
+        blobs: list[tuple[RunMedia, bytes]],
+        notes: str,
+    ) -> None:
+        store.create_cassette(
+            name,
+            source="sandbox",
+            notes=notes or "a live pseudowa sandbox session",
+            graph_api_version=hosts.DEFAULT_API_VERSION,
+            phone_number_ids=[self.config.phone_number_id],
+        )
+        try:
+            store.append_many(name, [(x, index_exchange(x)) for x in exchanges])
+            for media, data in blobs:
+                blob = store.put_media(data, media.mime_type)
+                store.link_media(name, media.media_id, blob.sha256, media.mime_type)
+        except BaseException:
+            store.delete_cassette(name)  # no half-saved session
+            raise
 
     # -- the redirecting proxy -----------------------------------------------------------------
 
