@@ -25,7 +25,8 @@ from pseudowa.proxy.cli.options import open_store
 from pseudowa.proxy.errors import UserError
 from pseudowa.storage.errors import CassetteExists
 from pseudowa.storage.export import export_cassette
-from pseudowa.storage.export import import_cassette
+from pseudowa.storage.export import import_document
+from pseudowa.storage.export import read_export
 from pseudowa.storage.records import CassetteInfo
 
 
@@ -226,10 +227,13 @@ def import_cmd(directory: Path, name: str | None, replace: bool, db: str | None)
     Media files are checked against their sha256 names; webhook bodies are indexed into
     events again.
     """
+    # Checked before the store is opened: opening creates a missing store file, and a
+    # mistyped directory must leave nothing behind.
+    doc = read_export(directory)
     with open_store(db) as store:
         try:
-            info = import_cassette(
-                store, directory, name, replace=replace, index_events=index_exchange
+            info = import_document(
+                store, doc, directory, name, replace=replace, index_events=index_exchange
             )
         except CassetteExists as e:
             raise UserError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .format import CASSETTE_FILE
 from .importer import import_cassette
+from .importer import import_document
 from .importer import temporary_import
 from .reader import is_export_dir
 from .reader import read_export
@@ -17,6 +18,7 @@ __all__ = [
     "CASSETTE_FILE",
     "export_cassette",
     "import_cassette",
+    "import_document",
     "is_export_dir",
     "read_export",
     "temporary_import",

@@ -25,8 +25,10 @@ with `repr`, which round-trips a float exactly, and the export checks that
 floating-point addition would not, the exchange also carries the absolute `started_at`
 (`finished_at`), which then wins on import. A time of -0.0 is written as 0.0 (SQLite
 cannot keep the sign, so exports from SQLite and PostgreSQL agree). Each exchange's
-`seq` is shown for reference (`cassette show` numbers) and ignored on import: exchanges
-are renumbered from 0 in file order.
+`seq` is shown for reference (`cassette show` numbers); on import it may be left out, but
+when present it must be an integer and unique (a wrong one means a hand edit gone astray),
+and exchanges are renumbered from 0 in file order. A body object holds only the keys of
+its form (`encoding` only beside `json`, `size` only beside `file`).
 
 Media: a blob's own mime type is not written, only its links' (the file's extension
 comes from the link with the smallest media id); on import the blob takes that mime type

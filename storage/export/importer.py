@@ -20,6 +20,7 @@ from ..store import CassetteStore
 from ..store import validate_name
 from .format import FORMAT_VERSION
 from .format import IMPORT_OPERATION
+from .reader import ExportDocument
 from .reader import read_export
 
 # Re-derives the events of one exchange (the recorder's indexer); see `format.py`.
@@ -43,6 +44,22 @@ def import_cassette(
     Problems raise `StoreError` with one line naming the file and the field.
     """
     doc = read_export(Path(directory))
+    return import_document(store, doc, directory, name, replace=replace, index_events=index_events)
+
+
+def import_document(
+    store: CassetteStore,
+    doc: ExportDocument,
+    directory: Path,
+    name: str | None = None,
+    *,
+    replace: bool = False,
+    index_events: IndexEvents | None = None,
+) -> CassetteInfo:
+    """`import_cassette` of an export already read by `read_export` from `directory`.
+
+    For callers that check the directory before they open (or create) a store.
+    """
     target = validate_name(name or doc.name)
     if store.exists(target) and not replace:
         raise CassetteExists(target)

@@ -29,6 +29,13 @@ from .format import SHA_RE
 from .format import encode_json
 
 _CHUNK = 1 << 20
+# The keys each body form may hold; anything else is refused, not ignored.
+_BODY_KEYS = {
+    "json": {"json", "encoding"},
+    "text": {"text"},
+    "base64": {"base64"},
+    "file": {"file", "size"},
+}
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,7 @@ class _Parser:
         if items:
             origin = self._float(self._field(top, "time_origin", "document"), "time_origin")
         exchanges = [self._exchange(item, i, origin) for i, item in enumerate(items)]
+        self._check_seqs(items)
         return ExportDocument(
             name=name,
             source=self._str(self._field(meta, "source", "cassette"), "cassette.source"),
@@ -311,6 +319,20 @@ class _Parser:
             annotations=annotations,
         )
 
+    def _check_seqs(self, items: list[Any]) -> None:
+        """`seq` is only shown for reference, but a wrong one means an edited file: refuse
+        it rather than renumber silently."""
+        first: dict[int, int] = {}
+        for i, item in enumerate(items):
+            if "seq" not in item:
+                continue
+            seq = self._int(item["seq"], f"interactions[{i}].seq")
+            if seq in first:
+                raise _Invalid(
+                    f"interactions[{i}].seq: {seq} is already the seq of interactions[{first[seq]}]"
+                )
+            first[seq] = i
+
     def _headers(self, value: Any, where: str) -> list[tuple[str, str]]:
         out = []
         for i, pair in enumerate(self._list(value, where)):
@@ -331,6 +353,13 @@ class _Parser:
         if len(forms) != 1:
             raise _Invalid(f"{where}: expected exactly one of json, text, base64, file")
         form = forms[0]
+        for key in obj:
+            if key not in _BODY_KEYS[form]:
+                if key == "encoding":
+                    # Without this a text body's encoding was ignored: the bytes would
+                    # silently differ from what the editor meant.
+                    raise _Invalid(f"{where}.encoding: only a json body has an encoding")
+                raise _Invalid(f"{where}: unknown key {key!r} in a {form} body")
         if form == "json":
             encoding = self._str(self._field(obj, "encoding", where), f"{where}.encoding")
             if encoding not in JSON_ENCODINGS:

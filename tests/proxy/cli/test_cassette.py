@@ -131,6 +131,20 @@ def test_cli_export_then_import(tmp_path: Path) -> None:
     assert missing.exit_code == 1 and missing.output.startswith("Error: no cassette named 'nope'")
 
 
+@pytest.mark.parametrize("kind", ["missing", "not an export"])
+def test_import_of_a_wrong_directory_creates_no_store(tmp_path: Path, kind: str) -> None:
+    directory = tmp_path / "export"
+    if kind == "not an export":
+        directory.mkdir()
+    store_file = tmp_path / "new" / "store.db"
+    result = CliRunner().invoke(
+        cli, ["cassette", "import", str(directory), "--db", f"sqlite:///{store_file}"]
+    )
+    line = one_line_error(result)
+    assert str(directory) in line
+    assert not store_file.exists()
+
+
 def test_replay_of_a_directory_refuses_a_journal_name(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         cli,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from collections.abc import Callable
@@ -88,6 +89,33 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
             lambda j: j["interactions"][0]["request"]["body"].update(encoding="yaml"),
         ),
         "unknown JSON encoding 'yaml'",
+    ),
+    "seq not a number": (
+        lambda d: _edit(d / CASSETTE_FILE, lambda j: j["interactions"][0].update(seq="abc")),
+        r"cassette.json: interactions\[0\].seq: expected an integer, got a string",
+    ),
+    "duplicated seq": (
+        lambda d: _edit(
+            d / CASSETTE_FILE,
+            lambda j: j["interactions"].append(copy.deepcopy(j["interactions"][0])),
+        ),
+        r"cassette.json: interactions\[1\].seq: 0 is already the seq of interactions\[0\]",
+    ),
+    "encoding on a text body": (
+        lambda d: _edit(
+            d / CASSETTE_FILE,
+            lambda j: j["interactions"][0]["response"].update(
+                body={"text": "hi", "encoding": "latin-1"}
+            ),
+        ),
+        r"interactions\[0\].response.body.encoding: only a json body has an encoding",
+    ),
+    "unknown body key": (
+        lambda d: _edit(
+            d / CASSETTE_FILE,
+            lambda j: j["interactions"][0]["response"].update(body={"base64": "", "gzip": True}),
+        ),
+        r"interactions\[0\].response.body: unknown key 'gzip' in a base64 body",
     ),
     "bad base64": (
         lambda d: _edit(
