@@ -54,8 +54,11 @@ from pseudowa.proxy.mitm.runner import one_line
 from pseudowa.proxy.mitm.runner import run
 from pseudowa.proxy.mitm.runner import show_host
 from pseudowa.storage.engine import describe_url
+from pseudowa.storage.engine import parse_url
+from pseudowa.storage.errors import StoreError
 from pseudowa.storage.records import Kind
 from pseudowa.storage.records import Source
+from pseudowa.storage.store import CassetteStore
 from pseudowa.storage.store import resolve_url
 
 if TYPE_CHECKING:
@@ -295,6 +298,29 @@ def _recorder_options(
     }
 
 
+def _check_cassette(options: RecordOptions, db_url: str) -> None:
+    """Refuse mode new onto an existing cassette before mitmproxy starts (and creates its
+    CA in the confdir): a refused command must leave nothing behind.
+
+    A SQLite file that does not exist yet holds no cassette, so it is not created here;
+    the recorder's own check, once mitmproxy runs, stays the one that counts.
+    """
+    if options.mode != RecordMode.NEW.value:
+        return
+    parsed = parse_url(db_url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database)
+        if not parsed.database.startswith("file:") and not path.is_file():
+            return
+    try:
+        with CassetteStore.open(db_url) as store:
+            taken = store.exists(options.name)
+    except StoreError as e:
+        raise UserError(f"cannot open the cassette store: {e}") from e
+    if taken:
+        raise UserError(f"cassette {options.name} exists; use --mode append or overwrite")
+
+
 async def record(
     options: RecordOptions,
     *,
@@ -318,6 +344,7 @@ async def record(
     for item in plan:
         check_free(options.host, item.listener.port, item.listener.label)
     db_url = resolve_url(options.db)
+    _check_cassette(options, db_url)
 
     loop = asyncio.get_running_loop()
     loop_thread = threading.get_ident()

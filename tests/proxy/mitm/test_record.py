@@ -507,6 +507,23 @@ def test_bad_listener_options(tmp_path: Path, args: list[str], expected: str) ->
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_mode_new_onto_an_existing_cassette_creates_no_ca(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    with CassetteStore.open(db) as store:
+        seeds.image_seed(store, "taken")
+    confdir = tmp_path / "mitmproxy"
+    result = CliRunner().invoke(
+        cli,
+        ["record", "taken", "--db", db, "--confdir", str(confdir)]
+        + ["--graph-port", "0", "--media-port", "0", "--proxy-port", "0"],
+    )
+    assert result.exit_code == 1, result.output
+    assert result.output == "Error: cassette taken exists; use --mode append or overwrite\n"
+    assert not confdir.exists()  # no CA was made for a command that was refused
+    with CassetteStore.open(db) as store:
+        assert store.get_cassette("taken").interaction_count == 1
+
+
 async def test_port_taken_between_check_and_bind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
