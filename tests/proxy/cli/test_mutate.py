@@ -110,6 +110,35 @@ def test_cli_mistakes_are_one_line(db: str, args: list[str], expected: str) -> N
     assert expected in _one_line_error(result)
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["drop", "-1"], "No such option '-1'"),
+        (["duplicate", "#0", "--times", "abc"], "Invalid value for '--times'"),
+        (["swap-media", "1234", "/nonexistent/a.png"], "File '/nonexistent/a.png' does not"),
+    ],
+)
+def test_usage_errors_are_clicks_usage_block_with_exit_2(
+    db: str, args: list[str], expected: str
+) -> None:
+    """The README's convention: click's usage errors exit 2 with its usage block (library
+    mistakes are one line and exit 1, above); either way nothing is written."""
+    result = _mutate(db, "seed", "--out", "x", *args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"Usage: pseudowa cassette mutate NAME {args[0]} [OPTIONS]")
+    assert lines[1].startswith(f"Try 'pseudowa cassette mutate NAME {args[0]} --help'")
+    assert lines[-1].startswith("Error: ") and expected in lines[-1]
+    assert "Traceback" not in result.output
+    with CassetteStore.open(db) as store:
+        assert not store.exists("x")
+
+
+def test_readme_states_both_exit_conventions() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    assert "**exit 1, one line**" in readme and "**exit 2, click's usage block**" in readme
+
+
 def test_every_operation_is_a_subcommand_with_its_variants() -> None:
     root = click.Context(cli)
     group = cli.get_command(root, "cassette").get_command(root, "mutate")  # type: ignore[union-attr]
