@@ -33,6 +33,7 @@ class _MutateGroup(OneLineGroup):
     """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        self._operation_help(ctx, args)
         if args and not args[0].startswith("-"):
             takes_value = {
                 opt
@@ -48,6 +49,27 @@ class _MutateGroup(OneLineGroup):
                     moved.append(rest.pop(0))
             args = [*moved, name, *rest]
         return super().parse_args(ctx, args)
+
+    def _operation_help(self, ctx: click.Context, args: list[str]) -> None:
+        """`mutate set --help` (no NAME, no --out): print that operation's own help.
+
+        Without this "set" would be taken for NAME and --help for the group's option.
+        Once --out, --in-place or --db is given, the first word is NAME as usual.
+        """
+        own = {opt for p in self.params if isinstance(p, click.Option) for opt in p.opts}
+        helps = set(ctx.help_option_names)
+        if not args or not helps & set(args) or own & set(args):
+            return
+        sub = ctx
+        for word in args:  # one context per level, so the usage line names the path
+            group = sub.command
+            if not isinstance(group, click.Group) or word not in group.commands:
+                break
+            sub = click.Context(group.commands[word], info_name=word, parent=sub)
+        if sub is ctx:
+            return
+        click.echo(sub.command.get_help(sub), color=ctx.color)
+        ctx.exit(0)
 
     def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
         return ["NAME", "--out NEW|--in-place", "[--db URL]", "COMMAND [ARGS]..."]

@@ -149,3 +149,27 @@ def test_every_operation_is_a_subcommand_with_its_variants() -> None:
             assert set(command.list_commands(root)) == {v.command for v in op.variants}
         else:
             assert [p.name for p in command.params] == [p.name for p in op.params]
+
+
+def _help_commands() -> list[list[str]]:
+    """Every operation, and every variant of one, as `mutate ... --help` words."""
+    words: list[list[str]] = []
+    for op in OPERATIONS.values():
+        words.append([op.name])
+        words.extend([op.name, v.command] for v in op.variants)
+    return words
+
+
+@pytest.mark.parametrize("words", _help_commands(), ids=" ".join)
+@pytest.mark.parametrize("name", [[], ["seed", "--out", "x"]], ids=["bare", "with NAME"])
+def test_every_operation_help_is_its_own(words: list[str], name: list[str]) -> None:
+    """`cassette mutate set --help` shows set's usage and help, not the group's."""
+    result = CliRunner().invoke(cli, ["cassette", "mutate", *name, *words, "--help"])
+    assert result.exit_code == 0, result.output
+    usage = result.output.splitlines()[0]
+    assert usage.startswith(f"Usage: pseudowa cassette mutate NAME {' '.join(words)} "), usage
+    op = OPERATIONS[words[0]]
+    own = op.help if len(words) == 1 else next(v.help for v in op.variants if v.command == words[1])
+    first_words = " ".join(own.split()[:3])
+    assert first_words in " ".join(result.output.split())
+    assert "Craft edge cases" not in result.output  # the group's help
