@@ -46,6 +46,10 @@ LIST_ROWS_MAX = 10
 LIST_SECTIONS_MAX = 10
 ROW_TITLE_MAX = 24
 ROW_DESCRIPTION_MAX = 72
+# The deepest send Meta documents (a template's components → parameters → currency or
+# date_time) nests under 10 levels; anything past this is no message, and code that walks
+# a body recursively (request shapes, field paths) must never meet it.
+NESTING_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,24 @@ class MarkRead:
     typing_indicator: bool = False
 
 
+def _too_deep(value: object, limit: int) -> bool:
+    """True when JSON `value` nests objects/arrays more than `limit` levels deep (walked
+    without recursion, so any depth json.loads accepted is measured safely)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def parse_send(raw: bytes) -> SendRequest | MarkRead:
     """Validate a messages request body; raise `GraphError` as Meta would."""
     try:
@@ -83,6 +105,8 @@ def parse_send(raw: bytes) -> SendRequest | MarkRead:
         raise invalid_parameter(f"The request body is not valid JSON: {e}") from e
     if not isinstance(body, dict):
         raise invalid_parameter("The request body must be a JSON object.")
+    if _too_deep(body, NESTING_MAX):
+        raise invalid_parameter(f"The request body nests deeper than {NESTING_MAX} levels.")
     product = body.get("messaging_product")
     if product is None:
         raise missing_parameter("messaging_product")

@@ -21,9 +21,12 @@ from collections.abc import Awaitable
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
+from typing import Any
 from typing import Protocol
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from pseudowa.proxy.contract import matching
 from pseudowa.proxy.contract import media_url
@@ -40,6 +43,7 @@ from pseudowa.proxy.contract.answers import usage_header
 from pseudowa.proxy.contract.answers import wamid_of
 from pseudowa.proxy.contract.errors import GraphError
 from pseudowa.proxy.contract.errors import bad_token
+from pseudowa.proxy.contract.errors import invalid_parameter
 from pseudowa.proxy.contract.errors import unknown_object
 from pseudowa.proxy.contract.ids import new_fbtrace_id
 from pseudowa.proxy.contract.ids import new_wamid
@@ -175,6 +179,50 @@ def read_recordings(store: CassetteStore, name: str, volatile: tuple[str, ...]) 
     return found
 
 
+class _OneLineLog(logging.Logger):
+    """aiohttp's server log for one fake: a request its HTTP parser rejects, or whose body
+    cannot be decoded, logs one line rather than a traceback per request."""
+
+    def __init__(self) -> None:
+        super().__init__(f"{__name__}.http")
+        # Not registered with logging's manager: records go up to this module's logger.
+        self.parent = logger
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        """Log `msg` with the exception's one-line summary when it is the client's mistake
+        (bad framing, undecodable body); with its traceback otherwise (a bug)."""
+        if _clients_mistake(exc_info):
+            self.warning("%s: %s", _text(msg, args), _one_line(exc_info), **kwargs)
+        else:
+            super().exception(msg, *args, exc_info=exc_info, **kwargs)
+
+    def debug(self, msg: object, *args: object, exc_info: Any = None, **kwargs: Any) -> None:
+        """As aiohttp logs non-HTTP bytes on a fresh connection: one line too."""
+        if _clients_mistake(exc_info):
+            super().debug("%s: %s", _text(msg, args), _one_line(exc_info), **kwargs)
+        else:
+            super().debug(msg, *args, exc_info=exc_info, **kwargs)
+
+
+def _clients_mistake(exc_info: object) -> bool:
+    return isinstance(exc_info, HttpProcessingError | RequestPayloadError)
+
+
+def _text(msg: object, args: tuple[object, ...]) -> str:
+    return str(msg) % args if args else str(msg)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception and its causes as one line, e.g. `RequestPayloadError: ... (zlib.error: ...)`."""
+    parts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(parts) < 4:
+        text = " ".join(str(seen).split())
+        parts.append(f"{type(seen).__name__}: {text}" if text else type(seen).__name__)
+        seen = seen.__cause__ or seen.__context__
+    return " <- ".join(parts)
+
+
 class _AnyTarget(web.DynamicResource):
     """A resource taking every request target, `*` (of `OPTIONS *`) included, which no
     path pattern matches: registered last, it receives what no other route takes."""
@@ -272,7 +320,7 @@ class FakeGraph:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on host:port (0 picks a free port); returns the base URL."""
-        runner = web.AppRunner(self.app)
+        runner = web.AppRunner(self.app, logger=_OneLineLog())
         await runner.setup()
         try:
             site = web.TCPSite(runner, host, port)
@@ -379,6 +427,16 @@ class FakeGraph:
                 response = await handler(request)
             except GraphError as e:
                 response = self._error(e, state)
+            except RequestPayloadError as e:
+                # aiohttp could not decode the body (a Content-Encoding it is not in, bad
+                # chunked framing): the bot's mistake, as at Meta a 400.
+                detail = _one_line(e.__cause__ or e)
+                err = invalid_parameter(f"The request body could not be read: {detail}")
+                response = self._error(err, state)
+                # The rest of the body is unreadable too: close after answering, and stop
+                # aiohttp from draining it afterwards (which would log the error again).
+                response.force_close()
+                request.content.feed_eof()
             except web.HTTPException as e:
                 err = http_error(e.status, e.reason, request.method, request.path)
                 response = self._error(err, state)
@@ -457,7 +515,12 @@ class FakeGraph:
         )
         if token is None:
             raise bad_token("An access token is required to request this resource.")
-        if not hmac.compare_digest(token.encode(), self.config.access_token.encode()):
+        # "surrogatepass": aiohttp keeps a header's non-UTF-8 bytes as lone surrogates,
+        # which a plain encode() refuses; the same encoding on both sides keeps it exact.
+        given = token.encode("utf-8", "surrogatepass")
+        if not hmac.compare_digest(
+            given, self.config.access_token.encode("utf-8", "surrogatepass")
+        ):
             raise bad_token("Invalid OAuth access token - Cannot parse access token")
 
     def phone_number_id(self, request: web.Request) -> str:

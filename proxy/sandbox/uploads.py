@@ -113,12 +113,23 @@ async def spool(part: BodyPartReader) -> Spooled:
 
 
 async def _read_field(part: BodyPartReader) -> str:
-    """A form field's text, bounded so a stray huge field cannot fill memory."""
+    """A form field's text, bounded so a stray huge field cannot fill memory.
+
+    A charset that is no text encoding Python knows (`charset=bogus`, `charset=hex`) is
+    the bot's mistake: Meta's 400.
+    """
     data = bytearray()
     while chunk := await part.read_chunk(FIELD_MAX):
         if len(data) < FIELD_MAX:
             data += chunk[: FIELD_MAX - len(data)]
-    return data.decode(part.get_charset("utf-8"), "replace")
+    charset = part.get_charset("utf-8")
+    try:
+        return data.decode(charset, "replace")
+    except (LookupError, UnicodeError):
+        # (UnicodeError: a codec such as idna refuses the "replace" error handler.)
+        raise invalid_parameter(
+            f"The form field {part.name!r} has an unusable charset {charset!r}."
+        ) from None
 
 
 def _bytes_reader(raw: bytes) -> StreamReader:

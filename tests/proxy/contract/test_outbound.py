@@ -315,3 +315,23 @@ def test_unknown_media_error() -> None:
     err = error_for_unknown_media("123")
     assert err.code == 131053
     assert "123" in err.details
+
+
+def test_nesting_past_the_bound_is_invalid_parameter() -> None:
+    """Deep enough to break any recursive walk of the body downstream, refused up front."""
+    deep: Any = "leaf"
+    for _ in range(500):  # the depth once found to crash request-shape matching
+        deep = [deep]
+    with pytest.raises(GraphError) as err:
+        parse_send(json.dumps(send("text", {"body": "hi", "extra": deep})).encode())
+    assert err.value.code == 100
+    assert err.value.http_status == 400
+    assert "nests deeper" in err.value.details
+
+
+def test_a_deep_but_plausible_body_is_accepted() -> None:
+    nested: Any = {"value": "x"}
+    for _ in range(20):
+        nested = {"inner": [nested]}
+    parsed = parse_send(json.dumps(send("text", {"body": "hi"}, extra=nested)).encode())
+    assert isinstance(parsed, SendRequest)
