@@ -109,6 +109,7 @@ def cassette_show(name: str, db: str | None, as_json: bool) -> None:
         ]
         doc["events"] = [
             {
+                "index": i,
                 "exchange": e.interaction_seq,
                 "category": e.category,
                 "type": e.type,
@@ -117,7 +118,7 @@ def cassette_show(name: str, db: str | None, as_json: bool) -> None:
                 "recipient": e.recipient,
                 "media_id": e.media_id,
             }
-            for e in events
+            for i, e in enumerate(events)
         ]
         doc["media_links"] = [
             {"media_id": x.media_id, "sha256": x.sha256, "mime_type": x.mime_type, "size": x.size}
@@ -146,12 +147,14 @@ def cassette_show(name: str, db: str | None, as_json: bool) -> None:
             f"-> {outcome} ({x.duration * 1000:.0f} ms)"
         )
     click.echo(f"events ({len(events)})")
-    for e in events:
-        who = f"from {e.sender}" if e.sender else f"to {e.recipient}" if e.recipient else ""
+    for i, e in enumerate(events):
+        who = f" from {e.sender}" if e.sender else f" to {e.recipient}" if e.recipient else ""
         media_note = f" media {e.media_id}" if e.media_id else ""
+        # `#i` is the EVENT `cassette mutate` takes (an index into this list, which is
+        # the tape's); the exchange that delivered it is named apart, never as `#`.
         click.echo(
-            f"  #{e.interaction_seq:<4} {e.category:<7} {e.type or '-':<12} {e.wamid or '-'} "
-            f"{who}{media_note}".rstrip()
+            f"  #{i:<4} {e.category:<7} {e.type or '-':<12} {e.wamid or '-'}"
+            f"{who}{media_note}  (in exchange {e.interaction_seq})"
         )
     click.echo(f"media ({len(media)})")
     for link in media:

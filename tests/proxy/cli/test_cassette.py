@@ -13,7 +13,9 @@ from click.testing import CliRunner
 
 from pseudowa.proxy.cassette import seeds
 from pseudowa.proxy.cli.main import cli
+from pseudowa.proxy.contract import webhooks as wh
 from pseudowa.storage.export import CASSETTE_FILE
+from pseudowa.storage.records import Exchange
 from pseudowa.storage.store import CassetteStore
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -50,6 +52,57 @@ def test_ls_and_show(runner: CliRunner, db: str) -> None:
     assert doc["events"][0]["from"] == "16505551234"
     as_list = json.loads(runner.invoke(cli, ["cassette", "ls", "--db", db, "--json"]).output)
     assert as_list[0]["interactions"] == 1 and as_list[0]["media"] == 1
+
+
+def _verify_then_texts(db: str) -> None:
+    """A cassette as recorded from Meta: the verify handshake (no events) comes first."""
+    with CassetteStore.open(db) as store:
+        store.create_cassette("talk", source="meta")
+        store.append(
+            "talk",
+            Exchange(
+                "webhook",
+                "GET",
+                "http://bot/webhook?hub.mode=subscribe&hub.challenge=42",
+                response_status=200,
+                response_body=b"42",
+                started_at=99.0,
+                finished_at=99.01,
+            ),
+        )
+        for i, text in enumerate(("hi", "menu", "bye")):
+            seeds.add_webhook(
+                store, "talk", wh.message("text", seeds.USER, wh.text_body(text)), 100.0 + i
+            )
+
+
+def test_show_numbers_events_as_mutate_takes_them(runner: CliRunner, db: str) -> None:
+    _verify_then_texts(db)
+    show = runner.invoke(cli, ["cassette", "show", "talk", "--db", db])
+    assert show.exit_code == 0, show.output
+    events = show.output.split("events (3)\n", 1)[1].splitlines()[:3]
+    shown = [
+        (m.group(1), m.group(2))
+        for m in (re.match(r"  #(\d+) .* (wamid\.\S+)", e) for e in events)
+        if m
+    ]
+    assert [index for index, _ in shown] == ["0", "1", "2"], events
+    assert "(in exchange 1)" in events[0]
+    doc = json.loads(runner.invoke(cli, ["cassette", "show", "talk", "--db", db, "--json"]).output)
+    assert [(e["index"], e["exchange"]) for e in doc["events"]] == [(0, 1), (1, 2), (2, 3)]
+    # What show calls #2 is what mutate drops as #2: the last text, not a fourth event.
+    index, wamid = shown[2]
+    drop = runner.invoke(
+        cli, ["cassette", "mutate", "talk", "--out", "short", "--db", db, "drop", f"#{index}"]
+    )
+    assert drop.exit_code == 0, drop.output
+    assert f"#{index}" in drop.output and wamid in drop.output
+    with CassetteStore.open(db) as store:
+        assert [e.wamid for e in store.events("short")] == [w for _, w in shown[:2]]
+    beyond = runner.invoke(
+        cli, ["cassette", "mutate", "talk", "--out", "x", "--db", db, "drop", "#3"]
+    )
+    assert "no event #3 (it has 3: #0 to #2)" in one_line_error(beyond)
 
 
 def test_cp_then_rm(runner: CliRunner, db: str) -> None:
