@@ -68,27 +68,36 @@ class SqliteFile:
     tables: frozenset[str]
 
 
-def existing_sqlite_file(url: URL) -> SqliteFile | None:
-    """The SQLite file `url` names, checked read-only before any engine connects to it.
-
-    None when there is nothing to check: not SQLite, in memory, a `file:` URI, an empty
-    file, or no file yet (its folder is then created). Raises `DatabaseUnavailable` for a
-    directory, an unreadable file, or a file that is not a SQLite database. Whether the
-    tables are ours is `migrate.check_tables`'s call.
-    """
+def sqlite_path(url: URL) -> Path | None:
+    """The file a SQLite `url` names; None when not SQLite, in memory or a `file:` URI."""
     database = url.database
     if url.get_backend_name() != "sqlite":
         return None
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
-    path = Path(database)
+    return Path(database)
+
+
+def existing_sqlite_file(url: URL, *, create_folder: bool = True) -> SqliteFile | None:
+    """The SQLite file `url` names, checked read-only before any engine connects to it.
+
+    None when there is nothing to check: not SQLite, in memory, a `file:` URI, an empty
+    file, or no file yet (its folder is then created, unless not `create_folder`).
+    Raises `DatabaseUnavailable` for a directory, an unreadable file, a file that is
+    not a SQLite database, or one whose pages fail SQLite's quick integrity check.
+    Whether the tables are ours is `migrate.check_tables`'s call.
+    """
+    path = sqlite_path(url)
+    if path is None:
+        return None
     if path.is_dir():
         raise DatabaseUnavailable(f"{path} is a directory, not a SQLite database file")
     if not path.exists():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DatabaseUnavailable(f"cannot create {path.parent}: {e.strerror}") from e
+        if create_folder:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise DatabaseUnavailable(f"cannot create {path.parent}: {e.strerror}") from e
         return None
     try:
         with path.open("rb") as fh:
@@ -99,20 +108,45 @@ def existing_sqlite_file(url: URL) -> SqliteFile | None:
         return None
     if header != SQLITE_MAGIC:
         raise DatabaseUnavailable(f"{path} is not a SQLite database; pseudowa left it untouched")
-    return SqliteFile(path, frozenset(_sqlite_tables(path)))
+    return SqliteFile(path, frozenset(_checked_tables(path)))
 
 
-def _sqlite_tables(path: Path) -> set[str]:
+def _sidecars(path: Path) -> list[Path]:
+    return [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+
+
+def _checked_tables(path: Path) -> set[str]:
     # A read-only connection of the standard library, not our engine: its WAL pragma
-    # would already rewrite the header of another application's file.
+    # would already rewrite the header of another application's file. Reading a file
+    # whose header says WAL still creates -wal and -shm beside it, so a refused file
+    # gets those removed again: a refusal leaves the folder as it was.
+    before = {p for p in _sidecars(path) if p.exists()}
+    try:
+        return _read_tables(path)
+    except DatabaseUnavailable:
+        for created in set(_sidecars(path)) - before:
+            created.unlink(missing_ok=True)
+        raise
+
+
+def _read_tables(path: Path) -> set[str]:
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            # quick_check reads every page once (no index cross-checks): a damaged store
+            # is refused before anything is written into it, not half-way through.
+            problems = [str(r) for (r,) in conn.execute("PRAGMA quick_check(1)")]
         finally:
             conn.close()
     except sqlite3.DatabaseError as e:
         raise DatabaseUnavailable(f"cannot read {path} as a SQLite database: {e}") from e
+    if problems != ["ok"]:
+        first = (problems[0].strip().splitlines() or ["no answer"])[0] if problems else "no answer"
+        raise DatabaseUnavailable(
+            f"{path} is damaged (SQLite integrity check: {first}); pseudowa will not "
+            "write into it: restore it from a backup or an export"
+        )
     return {name for (name,) in rows}
 
 

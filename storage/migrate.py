@@ -40,6 +40,20 @@ def head() -> str:
     return rev
 
 
+def known_revisions() -> set[str]:
+    """Every revision this version of pseudowa ships, oldest to head."""
+    return {script.revision for script in ScriptDirectory.from_config(config()).walk_revisions()}
+
+
+def check_not_newer(revision: str | None, where: str) -> None:
+    """Raise `SchemaError` when `revision` is none this pseudowa ships: a newer one wrote it."""
+    if revision is not None and revision not in known_revisions():
+        raise SchemaError(
+            f"{where} was written by a newer pseudowa (schema {revision}; this one knows "
+            f"up to {head()}): upgrade pseudowa to use it"
+        )
+
+
 def current(engine: Engine) -> str | None:
     """The revision the database is at, None for a database never migrated."""
     with engine.connect() as conn:

@@ -21,16 +21,19 @@ from typing import BinaryIO
 
 from sqlalchemy import Engine
 from sqlalchemy import bindparam
+from sqlalchemy import create_engine
 from sqlalchemy import delete
 from sqlalchemy import func
 from sqlalchemy import insert
 from sqlalchemy import select
 from sqlalchemy import update
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from . import migrate
 from . import models as m
@@ -39,6 +42,7 @@ from .engine import describe_url
 from .engine import existing_sqlite_file
 from .engine import make_engine
 from .engine import parse_url
+from .engine import sqlite_path
 from .errors import CassetteExists
 from .errors import CassetteNotFound
 from .errors import DatabaseUnavailable
@@ -93,8 +97,9 @@ _NEXT_SEQ = select(
 class CassetteStore:
     """Cassettes, their interactions, indexed events and media blobs in one database."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, shown_url: URL | None = None) -> None:
         self.engine = engine
+        self._shown_url = shown_url or engine.url
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -103,26 +108,46 @@ class CassetteStore:
     def open(cls, url: str | None = None, *, upgrade: bool = True) -> CassetteStore:
         """Open the store at `url` (default: $PSEUDOWA_DB or sqlite:///cassettes/pseudowa.db).
 
-        With `upgrade` the schema is migrated to head first. Raises
-        `DatabaseUnavailable` for a bad URL, a file that is not SQLite, a
-        database of another application or a server that refuses.
+        With `upgrade` the schema is created or migrated to head first. Without it the
+        store is opened for reading and nothing is written: a missing or empty SQLite
+        file is not created, and a database without our schema reads as an empty store.
+        Raises `DatabaseUnavailable` for a bad URL, a file that is not SQLite or is
+        damaged, a database of another application or a server that refuses;
+        `SchemaError` for a database written by a newer pseudowa.
         """
         parsed = parse_url(resolve_url(url))
-        existing = existing_sqlite_file(parsed)
+        existing = existing_sqlite_file(parsed, create_folder=upgrade)
         if existing is not None:
             # Refused before our engine connects: its WAL pragma would already
             # rewrite the header of another application's file.
             migrate.check_tables(set(existing.tables), str(existing.path), whole_file=True)
+        elif not upgrade and sqlite_path(parsed) is not None:
+            # Connecting would create the file (and WAL mode would write its header).
+            return cls._blank(parsed)
         engine = make_engine(parsed)
         try:
             cls._check_reachable(engine)
             migrate.check_ownership(engine)
+            revision = migrate.current(engine)
+            migrate.check_not_newer(revision, describe_url(parsed))
             if upgrade:
                 migrate.upgrade(parsed, engine)
+            elif revision is None:
+                engine.dispose()
+                return cls._blank(parsed)
         except BaseException:
             engine.dispose()
             raise
         return cls(engine)
+
+    @classmethod
+    def _blank(cls, url: URL) -> CassetteStore:
+        """An empty store in memory standing in for `url`, which has no schema to read."""
+        engine = create_engine("sqlite://", poolclass=StaticPool)
+        # The models' tables, not the migrations: there is no version table, so the
+        # store reports no schema, as the database it stands for has none.
+        m.Base.metadata.create_all(engine)
+        return cls(engine, shown_url=url)
 
     @staticmethod
     def _check_reachable(engine: Engine) -> None:
@@ -144,7 +169,8 @@ class CassetteStore:
 
     @property
     def url(self) -> str:
-        return describe_url(self.engine.url)
+        """The store's URL with any password hidden."""
+        return describe_url(self._shown_url)
 
     def schema_revision(self) -> str | None:
         """The Alembic revision the database is at (None when never migrated)."""

@@ -166,3 +166,65 @@ def test_unpooled_engine_keeps_no_connection(tmp_path: Path) -> None:
         assert engine.pool.status().startswith("NullPool")
     finally:
         engine.dispose()
+
+
+# -- damaged SQLite files -------------------------------------------------------------------
+
+
+def _real_store(path: Path) -> None:
+    """A store of a few hundred pages, closed cleanly (no -wal or -shm left)."""
+    with CassetteStore.open(f"sqlite:///{path}") as store:
+        store.create_cassette("c")
+        for i in range(40):
+            store.put_media(bytes([i]) * 20_000, "image/png")
+    assert _siblings(path) == [path.name]
+
+
+def test_store_with_corrupted_pages_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    _real_store(path)
+    with path.open("r+b") as fh:
+        # Garbage over some pages in the middle; the header and sqlite_master are intact,
+        # so without an integrity check the file opens and "upgrades" fine.
+        fh.seek(4096 * 6)
+        fh.write(bytes(range(256)) * 48)
+    damaged = path.read_bytes()
+
+    with pytest.raises(DatabaseUnavailable, match="is damaged") as caught:
+        CassetteStore.open(f"sqlite:///{path}")
+
+    assert "\n" not in str(caught.value)
+    assert path.read_bytes() == damaged
+    assert _siblings(path) == ["store.db"]
+
+
+def test_truncated_store_is_refused_without_leaving_wal_or_shm(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    _real_store(path)
+    with path.open("r+b") as fh:
+        fh.truncate(8192)
+
+    for upgrade in (True, False):
+        with pytest.raises(DatabaseUnavailable, match="store.db"):
+            CassetteStore.open(f"sqlite:///{path}", upgrade=upgrade)
+        assert _siblings(path) == ["store.db"]
+
+
+def test_a_refusal_keeps_the_wal_and_shm_that_were_already_there(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    _real_store(path)
+    with path.open("r+b") as fh:
+        fh.truncate(8192)
+    (tmp_path / "store.db-wal").write_bytes(b"")
+    (tmp_path / "store.db-shm").write_bytes(b"\0" * 32768)
+
+    with pytest.raises(DatabaseUnavailable):
+        CassetteStore.open(f"sqlite:///{path}")
+
+    assert _siblings(path) == ["store.db", "store.db-shm", "store.db-wal"]
+
+
+def test_missing_file_without_create_folder_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "store.db"
+    assert existing_sqlite_file(parse_url(f"sqlite:///{path}"), create_folder=False) is None
+    assert not path.parent.exists()

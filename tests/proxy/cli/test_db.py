@@ -6,8 +6,11 @@ from pathlib import Path
 
 from cli_helpers import one_line_error
 from click.testing import CliRunner
+from sqlalchemy import text
 
 from pseudowa.proxy.cli.main import cli
+from pseudowa.storage import migrate
+from pseudowa.storage.store import CassetteStore
 
 
 def test_db_upgrade_then_current(runner: CliRunner, db: str) -> None:
@@ -46,3 +49,53 @@ def test_foreign_sqlite_database_is_refused(runner: CliRunner, tmp_path: Path) -
     line = one_line_error(runner.invoke(cli, ["db", "upgrade", "--db", f"sqlite:///{path}"]))
     assert "did not create" in line
     assert path.read_bytes() == before
+
+
+def _newer_store(db: str) -> None:
+    with CassetteStore.open(db) as store:
+        with store.engine.begin() as conn:
+            conn.execute(text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '9999_future'"))
+
+
+def test_db_current_on_a_store_from_a_newer_pseudowa_fails_in_one_line(
+    runner: CliRunner, db: str
+) -> None:
+    _newer_store(db)
+    for args in (["db", "current"], ["db", "upgrade"]):
+        line = one_line_error(runner.invoke(cli, [*args, "--db", db]))
+        assert "written by a newer pseudowa" in line and "9999_future" in line
+
+
+def test_db_upgrade_refuses_a_store_with_corrupted_pages(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    with CassetteStore.open(f"sqlite:///{path}") as store:
+        store.create_cassette("c")
+        for i in range(40):
+            store.put_media(bytes([i]) * 20_000, "image/png")
+    with path.open("r+b") as fh:
+        fh.seek(4096 * 6)
+        fh.write(bytes(range(256)) * 48)
+    damaged = path.read_bytes()
+    for args in (["db", "upgrade"], ["db", "current"], ["cassette", "ls"]):
+        line = one_line_error(runner.invoke(cli, [*args, "--db", f"sqlite:///{path}"]))
+        assert "is damaged" in line
+    assert path.read_bytes() == damaged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db"]
+
+
+def test_db_current_on_an_empty_file_writes_nothing(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    result = runner.invoke(cli, ["db", "current", "--db", f"sqlite:///{path}"])
+    assert result.exit_code == 0, result.output
+    assert "no schema" in result.output
+    assert path.read_bytes() == b""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+
+
+def test_db_current_on_a_missing_file_creates_nothing(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "store.db"
+    result = runner.invoke(cli, ["db", "current", "--db", f"sqlite:///{path}"])
+    assert result.exit_code == 0, result.output
+    assert "no schema" in result.output
+    assert list(tmp_path.iterdir()) == []
