@@ -62,7 +62,10 @@ class SandboxConfig:
     reorder: int = 0  # shuffle deliveries within windows of N
     batch: int = 1  # merge up to N due webhooks into one POST
     concurrency: int = 1  # POSTs in flight at once (1 keeps order)
-    retry_time_scale: float = 1.0  # compresses Meta's 7-day retry schedule
+    # Compresses Meta's 7-day retry schedule. None: follow speed, so retries are bounded
+    # like the rest of the run (1/speed; at speed 0 the 7 days pass in about 3 s); a
+    # number is used as given (1.0: Meta's own timing, 0.0001: about a minute).
+    retry_time_scale: float | None = None
     timeout_s: float = 10.0  # a bot slower than this fails the attempt
     seed: int | None = None  # for duplicates, reordering and every injected fault
     # -- status webhooks for the bot's sends -----------------------------------------------
@@ -112,7 +115,9 @@ class SandboxConfig:
                 _finite(getattr(self, name)) and getattr(self, name) >= 0, f"{name} must be >= 0"
             )
         for name in ("retry_time_scale", "timeout_s"):
-            _check(_finite(getattr(self, name)) and getattr(self, name) > 0, f"{name} must be > 0")
+            value = getattr(self, name)
+            if value is not None or name == "timeout_s":
+                _check(_finite(value) and value > 0, f"{name} must be > 0")
         for name in ("duplicate", "fail_rate", "fail_status_rate"):
             _check(0.0 <= getattr(self, name) <= 1.0, f"{name} is a probability between 0 and 1")
         _check(self.reorder >= 0, "reorder must be >= 0")
@@ -147,6 +152,7 @@ class SandboxConfig:
         """The emitter's settings (its bot URL is "" until a bot is connected)."""
         # Imported here: the CLI reads this module's defaults without paying for aiohttp.
         from pseudowa.proxy.contract.retries import RetryPolicy
+        from pseudowa.proxy.contract.retries import time_scale_for
         from pseudowa.proxy.sandbox.emitter import EmitterConfig
 
         return EmitterConfig(
@@ -159,7 +165,7 @@ class SandboxConfig:
             duplicate=self.duplicate,
             reorder=self.reorder,
             batch=self.batch,
-            retry=RetryPolicy(time_scale=self.retry_time_scale),
+            retry=RetryPolicy(time_scale=time_scale_for(self.speed, self.retry_time_scale)),
             timeout_s=self.timeout_s,
             concurrency=self.concurrency,
             seed=self.seed,

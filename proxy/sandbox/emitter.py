@@ -34,11 +34,17 @@ from pseudowa.proxy.contract import signature
 from pseudowa.proxy.contract import webhooks
 from pseudowa.proxy.contract.answers import REDACTED
 from pseudowa.proxy.contract.retries import RetryPolicy
-from pseudowa.proxy.contract.retries import human_duration
 from pseudowa.proxy.errors import VerifyFailed
+from pseudowa.proxy.sandbox.deliveries import Attempt
+from pseudowa.proxy.sandbox.deliveries import Delivery
+from pseudowa.proxy.sandbox.deliveries import Outcome
+from pseudowa.proxy.sandbox.deliveries import Progress
 from pseudowa.proxy.sandbox.journal import Journal
 from pseudowa.storage.records import Exchange
 from pseudowa.storage.records import Kind
+
+# The records live in deliveries.py; they are imported from here as well.
+__all__ = ["Attempt", "Delivery", "Emitter", "EmitterConfig", "Outcome", "Progress"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,60 +82,6 @@ class EmitterConfig:
             raise ValueError("timeout_s must be > 0")
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One webhook to deliver."""
-
-    body: bytes  # exact bytes: recorded bodies are re-sent byte for byte
-    offset_s: float = 0.0  # recorded offset from the start of the cassette
-    label: str = ""  # for logs, e.g. "#3 message text wamid.X"
-    hold_until: str | None = None  # a wamid: held until trigger(wamid)
-    trigger_offset_s: float | None = None  # recorded offset of the send that releases it
-    signing: Literal["valid", "none", "bad"] | None = None  # overrides config.signing
-
-
-@dataclass
-class Attempt:
-    """One POST of a body to the bot."""
-
-    delivery_id: int
-    copy: int  # 0 the original, 1.. duplicates
-    attempt: int  # 0 the first try, 1.. retries
-    started: float  # seconds since the epoch
-    finished: float
-    status: int | None
-    error: str | None
-    body_len: int
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 200
-
-
-@dataclass
-class Outcome:
-    """What became of one POST body (a delivery, or several merged by batching)."""
-
-    delivery_id: int
-    label: str
-    body: bytes
-    delivered: bool = False
-    attempts: list[Attempt] = field(default_factory=list)
-    dropped_reason: str | None = None
-    duplicated: bool = False
-    parts: tuple[int, ...] = ()  # the delivery ids merged into this body
-    _wamids: list[str] | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def wamids(self) -> list[str]:
-        """The wamids of the messages and statuses the body carries (parsed on first use)."""
-        if self._wamids is None:
-            payload = webhooks.parse(self.body)
-            events = webhooks.events(payload) if payload else []
-            self._wamids = [e.wamid for e in events if e.wamid]
-        return self._wamids
-
-
 @dataclass
 class _Pending:
     """A delivery waiting for its first POST."""
@@ -146,7 +98,7 @@ class _Post:
     headers: dict[str, str]
     duplicate: bool
     next_attempt: int = 0
-    age_s: float = 0.0  # unscaled, since the first try
+    age_s: float = 0.0  # unscaled, from the first try's start to the next attempt's
 
 
 def _truncate(data: bytes, limit: int = 80) -> str:
@@ -162,10 +114,15 @@ class Emitter:
         config: EmitterConfig,
         journal: Journal | None = None,
         on_attempt: Callable[[Attempt, Outcome], None] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
+        """`on_attempt` sees every POST; `on_progress` is told where the deliveries stand
+        whenever an attempt fails (a retry is scheduled or a delivery dropped) and when a
+        retry succeeds, so a front end can keep one line up to date while it waits."""
         self.config = config
         self.journal = journal
         self.on_attempt = on_attempt
+        self.on_progress = on_progress
         self.outcomes: list[Outcome] = []
         self.attempts: list[Attempt] = []
         self.dropped: list[Outcome] = []
@@ -178,6 +135,9 @@ class Emitter:
         # Times are seconds since the origin (the loop's clock when the emitter started).
         self._origin: float | None = None
         self._heap: list[tuple[float, int, _Pending | _Post]] = []
+        # The retries among them, in the same order: (when, seq, attempt number).
+        self._retries: list[tuple[float, int, int]] = []
+        self._delivered = 0
         self._ready: deque[_Pending | _Post] = deque()
         self._ready_event = asyncio.Event()
         self._held: dict[str, list[_Pending]] = {}
@@ -270,6 +230,8 @@ class Emitter:
     def _push(self, when: float, item: _Pending | _Post) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, item))
+        if isinstance(item, _Post):
+            heapq.heappush(self._retries, (when, self._seq, item.next_attempt))
 
     def _new_id(self) -> int:
         self._next_id += 1
@@ -300,6 +262,30 @@ class Emitter:
     def _kick(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
+
+    def progress(self, _settled: int = 0) -> Progress:
+        """Where the deliveries stand now (what `on_progress` is told)."""
+        next_retry_s = next_attempt = None
+        if self._retries:
+            when, _, next_attempt = self._retries[0]
+            next_retry_s = max(0.0, when - self._now())
+        return Progress(
+            pending=len(self._heap) + len(self._ready) + self._in_flight - _settled,
+            retrying=len(self._retries),
+            next_retry_s=next_retry_s,
+            next_attempt=next_attempt,
+            delivered=self._delivered,
+            dropped=len(self.dropped),
+        )
+
+    def worst_case_s(self) -> float:
+        """Wall seconds a webhook the bot never accepts keeps a run waiting, at most."""
+        return self.config.retry.worst_case_s(self.config.timeout_s)
+
+    def _report_progress(self) -> None:
+        # Called by the attempt that just settled: it is no longer in flight.
+        if self.on_progress is not None:
+            self.on_progress(self.progress(_settled=1))
 
     # -- verify ---------------------------------------------------------------------------
 
@@ -451,7 +437,10 @@ class Emitter:
         moved = False
         now += 1e-4  # the loop may wake a hair early; don't spin for that
         while heap and heap[0][0] <= now:
-            self._ready.append(heapq.heappop(heap)[2])
+            item = heapq.heappop(heap)[2]
+            if isinstance(item, _Post):
+                heapq.heappop(self._retries)  # the heap's first retry is theirs too
+            self._ready.append(item)
             moved = True
         if moved:
             self._ready_event.set()
@@ -543,29 +532,31 @@ class Emitter:
             await self._post(post, copy=1, number=0)
         if attempt.ok:
             outcome.delivered = True
+            self._delivered += 1
         if number == 0 and self._first_attempt:
             for part in outcome.parts or (outcome.delivery_id,):
                 for future in self._first_attempt.pop(part, []):
                     if not future.done():
                         future.set_result(outcome)
         if attempt.ok:
+            if number > 0:
+                self._report_progress()
             return
         policy = self.config.retry
         post.next_attempt = number + 1
-        post.age_s += policy.unscaled_delay(post.next_attempt) + (
-            attempt.finished - attempt.started
-        )
-        if policy.gives_up(post.age_s):
-            outcome.dropped_reason = (
-                f"gave up after {number + 1} attempts over "
-                f"{human_duration(post.age_s)} (retry window {human_duration(policy.max_age_s)}); last: "
-                f"{attempt.error or f'HTTP {attempt.status}'}"
-            )
+        # Meta's time: the waits unscaled, the bot's own slowness as it was.
+        next_age = post.age_s + attempt.finished - attempt.started
+        next_age += policy.unscaled_delay(post.next_attempt)
+        if policy.gives_up(next_age):  # like Meta: no attempt starts outside the window
+            last = attempt.error or f"HTTP {attempt.status}"
+            outcome.dropped_reason = policy.give_up_reason(number + 1, post.age_s, last)
             self.dropped.append(outcome)
             logger.error("webhook %s dropped: %s", outcome.label, outcome.dropped_reason)
-            return
-        self._push(self._now() + policy.delay(post.next_attempt), post)
-        self._kick()
+        else:
+            post.age_s = next_age
+            self._push(self._now() + policy.delay(post.next_attempt), post)
+            self._kick()
+        self._report_progress()
 
     async def _post(self, post: _Post, copy: int, number: int) -> Attempt:
         outcome = post.outcome

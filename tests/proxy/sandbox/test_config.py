@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from pseudowa.proxy.cli.replay import replay_cmd
 from pseudowa.proxy.errors import ConfigError
 from pseudowa.proxy.errors import UserError
 from pseudowa.proxy.sandbox.config import SandboxConfig
+from pseudowa.proxy.sandbox.emitter import Delivery
+from pseudowa.proxy.sandbox.emitter import Emitter
 
 
 @pytest.mark.parametrize(
@@ -23,6 +29,7 @@ from pseudowa.proxy.sandbox.config import SandboxConfig
         ({"statuses": ("sent", "seen")}, "unknown status 'seen'"),
         ({"batch": 0}, "batch and concurrency must be >= 1"),
         ({"timeout_s": 0}, "timeout_s must be > 0"),
+        ({"retry_time_scale": 0}, "retry_time_scale must be > 0"),
         ({"fail_codes": ()}, "fail_codes needs at least one"),
         ({"access_token": ""}, "access_token must not be empty"),
     ],
@@ -57,6 +64,46 @@ def test_runtime_configs_are_built_from_the_flat_fields() -> None:
     assert graph.access_token == "t" and graph.fail_codes == (130429,)
     assert graph.volatile[-1] == "text.body" and graph.account.phone_number_id == "42"
     assert config.fail_codes == (130429,)  # lists are frozen into tuples
+
+
+def test_retries_follow_the_speed_unless_a_time_scale_is_given() -> None:
+    def scale(**changes: object) -> float:
+        return SandboxConfig(**changes).emitter_config().retry.time_scale  # type: ignore[arg-type]
+
+    assert SandboxConfig().retry_time_scale is None  # "follow speed", not a number
+    assert (scale(), scale(speed=4), scale(speed=4, retry_time_scale=1.0)) == (1.0, 0.25, 1.0)
+    # As fast as possible is bounded too: a bot that never accepts a webhook keeps the
+    # run a few seconds (plus its own timeouts), not Meta's seven days.
+    fast = SandboxConfig(speed=0, timeout_s=1).emitter_config()
+    assert fast.retry.worst_case_s() < 5
+    assert fast.retry.describe(fast.timeout_s).startswith(
+        "retries: a webhook the bot never accepts is dropped after 17 attempts, at most 20."
+    )
+
+
+async def test_at_speed_zero_a_bot_refusing_bad_signatures_ends_in_seconds() -> None:
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=401, text="bad signature")
+
+    app = web.Application()
+    app.router.add_post("/webhook", refuse)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    config = SandboxConfig(
+        speed=0, signing="bad", skip_verify=True, bot_url=str(server.make_url("/webhook"))
+    )
+    emitter = Emitter(config.emitter_config())
+    try:
+        emitter.add([Delivery(b'{"object":"whatsapp_business_account","entry":[]}', label="w")])
+        started = time.monotonic()
+        await asyncio.wait_for(emitter.run(), timeout=10)
+        assert time.monotonic() - started < 5
+    finally:
+        await emitter.close()
+        await server.close()
+    (outcome,) = emitter.dropped
+    assert outcome.dropped_reason is not None
+    assert outcome.dropped_reason.startswith("gave up after 17 attempts over 6.9 days")
 
 
 def test_every_replay_option_is_a_config_field_of_the_same_name() -> None:

@@ -27,6 +27,7 @@ from pseudowa.proxy.errors import VerifyFailed
 from pseudowa.proxy.sandbox.emitter import Delivery
 from pseudowa.proxy.sandbox.emitter import Emitter
 from pseudowa.proxy.sandbox.emitter import EmitterConfig
+from pseudowa.proxy.sandbox.emitter import Progress
 from pseudowa.proxy.sandbox.journal import Journal
 from pseudowa.storage.records import EventData
 from pseudowa.storage.records import Exchange
@@ -434,7 +435,7 @@ async def test_always_failing_bot_is_dropped_with_reason(
     for outcome in emitter.dropped:
         assert not outcome.delivered
         assert outcome.dropped_reason is not None
-        assert "gave up after 4 attempts" in outcome.dropped_reason
+        assert "gave up after 4 attempts over 20.0 s" in outcome.dropped_reason
         assert "HTTP 500" in outcome.dropped_reason
         assert [a.attempt for a in outcome.attempts] == [0, 1, 2, 3]
     assert len(bot.received) == 8
@@ -443,10 +444,62 @@ async def test_always_failing_bot_is_dropped_with_reason(
 async def test_unreachable_bot_is_retried_then_dropped(make_emitter: Make) -> None:
     emitter = make_emitter(Bot(url="http://127.0.0.1:9/webhook"), retry=FAST_RETRY, timeout_s=2)
     emitter.add(deliveries(1))
+    started = time.monotonic()
     await emitter.run()
+    assert time.monotonic() - started <= emitter.worst_case_s()  # what a CLI announces
     (outcome,) = emitter.dropped
     assert len(outcome.attempts) == 4
     assert all(a.status is None and a.error for a in outcome.attempts)
+
+
+@pytest.mark.parametrize(
+    ("policy", "reason"),
+    [
+        (FAST_RETRY, "gave up after 4 attempts over 20.0 s (retry window 25.0 s)"),
+        # Meta's own schedule, compressed: daily retries stop before the eighth day.
+        (
+            RetryPolicy(time_scale=1e-7),
+            "gave up after 17 attempts over 6.9 days (retry window 7.0 days)",
+        ),
+    ],
+)
+async def test_a_dropped_webhook_names_an_age_inside_its_window(
+    start_bot: Start, make_emitter: Make, policy: RetryPolicy, reason: str
+) -> None:
+    bot = await start_bot(statuses(then=500))
+    emitter = make_emitter(bot, retry=policy)
+    emitter.add(deliveries(1))
+    await emitter.run()
+    (outcome,) = emitter.dropped
+    assert outcome.dropped_reason == f"{reason}; last: HTTP 500"
+    assert len(bot.received) == len(policy.schedule())
+
+
+async def test_progress_tells_what_is_pending_and_when_the_next_retry_comes(
+    start_bot: Start, make_emitter: Make
+) -> None:
+    seen: list[Progress] = []
+    bot = await start_bot(statuses(500, 500, 200, then=500))
+    emitter = make_emitter(bot, retry=FAST_RETRY)
+    emitter.on_progress = seen.append
+    emitter.add(deliveries(1))
+    await emitter.run()  # delivered on its third attempt
+    emitter.add(deliveries(1))
+    await emitter.run()  # never: dropped after four
+    summary = [(p.pending, p.retrying, p.next_attempt, p.delivered, p.dropped) for p in seen]
+    assert summary == [
+        (1, 1, 1, 0, 0),
+        (1, 1, 2, 0, 0),
+        (0, 0, None, 1, 0),  # a retry that got its 200
+        (1, 1, 1, 1, 0),
+        (1, 1, 2, 1, 0),
+        (1, 1, 3, 1, 0),
+        (0, 0, None, 1, 1),
+    ]
+    assert seen[1].next_retry_s is not None and 0 < seen[1].next_retry_s <= 10 * 0.001
+    assert seen[1].line().startswith("1 webhook pending, 1 to retry (attempt 2 in 0.0 s)")
+    assert seen[-1].line() == "0 webhooks pending; 1 delivered, 1 dropped"
+    assert emitter.progress() == seen[-1]  # polled between runs: the same picture
 
 
 async def test_interrupted_run_resends_the_post_in_flight(
