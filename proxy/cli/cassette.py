@@ -60,7 +60,7 @@ def _info_dict(info: CassetteInfo) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 def cassette_ls(db: str | None, as_json: bool) -> None:
     """List the cassettes in the store."""
-    with open_store(db) as store:
+    with open_store(db, upgrade=False) as store:
         infos = store.list_cassettes()
     if as_json:
         click.echo(json.dumps([_info_dict(i) for i in infos], indent=2))
@@ -83,7 +83,7 @@ def cassette_ls(db: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def cassette_show(name: str, db: str | None, as_json: bool) -> None:
     """Show a cassette: metadata, exchanges in order, events, media and history."""
-    with open_store(db) as store:
+    with open_store(db, upgrade=False) as store:
         info = store.get_cassette(name)
         exchanges = list(store.interactions(name))
         events = store.events(name)

@@ -30,7 +30,7 @@ def test_default_store_is_under_cassettes(
 ) -> None:
     monkeypatch.delenv("PSEUDOWA_DB", raising=False)
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(cli, ["cassette", "ls"])
+    result = runner.invoke(cli, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cassettes" / "pseudowa.db").read_bytes().startswith(b"SQLite format 3")
 

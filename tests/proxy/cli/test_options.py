@@ -112,7 +112,28 @@ def test_the_cli_prints_a_bad_url_as_one_line() -> None:
 
 def test_the_cli_reads_the_environment(tmp_path: Path) -> None:
     env_db = tmp_path / "from-env.db"
-    result = CliRunner().invoke(cli, ["cassette", "ls"], env={ENV_VAR: _url(env_db)})
+    result = CliRunner().invoke(cli, ["db", "upgrade"], env={ENV_VAR: _url(env_db)})
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "no cassettes"
+    assert "from-env.db" in result.output
     assert env_db.exists()
+
+
+@pytest.mark.parametrize(
+    "args", [["cassette", "ls"], ["cassette", "show", "greeting"], ["db", "current"]]
+)
+@pytest.mark.parametrize("empty_file", [True, False])
+def test_read_only_commands_create_no_file_folder_or_schema(
+    tmp_path: Path, args: list[str], empty_file: bool
+) -> None:
+    path = tmp_path / "store.db" if empty_file else tmp_path / "sub" / "store.db"
+    if empty_file:
+        path.touch()
+    result = CliRunner().invoke(cli, [*args, "--db", _url(path)])
+    if args[1] == "show":
+        assert "no cassette named 'greeting'" in one_line_error(result)
+    else:
+        assert result.exit_code == 0, result.output
+        assert result.output.strip().endswith(("no cassettes", "(empty)"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["store.db"] if empty_file else [])
+    if empty_file:
+        assert path.read_bytes() == b""
