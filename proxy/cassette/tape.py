@@ -2,8 +2,9 @@
 
 A `Tape` holds a cassette's exchanges in order and the events indexed from its webhook
 bodies (`index_exchange`, the one indexer the store's callers use: export import, seeds
-and mutations). Events are addressed as `store.events(name)` lists them: by index (`3`,
-`"3"`, `"#3"`, 0-based, in delivery order) or by wamid. An index names one delivery of
+and mutations). Events are addressed as `store.events(name)` lists them, the numbering
+`pseudowa cassette show` prints: by index (`3`, `"3"`, `"#3"`, 0-based, in delivery
+order; not the seq of the exchange that delivered it) or by wamid. An index names one delivery of
 one event; a wamid names its first event (a message before a status when both carry it).
 
 The annotation names that mutations leave on exchanges live here too, so the replay
