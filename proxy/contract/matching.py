@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 from .webhooks import MEDIA_TYPES
 
 _VERSION = re.compile(r"^/v\d+(?:\.\d+)?(?=/|$)")
-IGNORED = "<ignored>"
 # What RequestShape.key() serialises with: json.dumps(..., sort_keys=True), built once.
 _KEY_ENCODER = json.JSONEncoder(sort_keys=True)
 # Values that differ between runs without the bot doing anything different:
@@ -31,6 +30,12 @@ DEFAULT_VOLATILE: tuple[str, ...] = (
     "timestamp",
     "*.timestamp",
 )
+# Send fields whose documented default (whatsapp-cloud-api.md §6.1) means the same as their
+# absence: pywa always sends `preview_url: false`, other clients leave it out.
+DOCUMENTED_DEFAULTS: dict[str, Any] = {
+    "recipient_type": "individual",
+    "text.preview_url": False,
+}
 
 
 def normalize_path(url_or_path: str) -> str:
@@ -78,7 +83,13 @@ def _volatile_matcher(patterns: tuple[str, ...]) -> _VolatileMatcher:
 
 
 def normalize(value: Any, volatile: Sequence[str] = DEFAULT_VOLATILE, _path: str = "") -> Any:
-    """A copy of a JSON value with fields matching `volatile` patterns replaced by a marker."""
+    """A copy of a JSON value without the fields matching `volatile` patterns, nor those
+    equal to their documented default.
+
+    Both are left out rather than masked: a field present on one side only (a client that
+    always sends `preview_url`, a recording made with one that never does) then compares
+    equal to its absence.
+    """
     return _normalize(value, _volatile_matcher(tuple(volatile)), _path)
 
 
@@ -87,9 +98,12 @@ def _normalize(value: Any, is_volatile: _VolatileMatcher, _path: str) -> Any:
         out = {}
         for key in sorted(value):
             path = f"{_path}.{key}" if _path else str(key)
+            child = value[key]
             if is_volatile(path):
-                out[key] = IGNORED
-            elif isinstance(child := value[key], (dict, list)):
+                continue
+            if path in DOCUMENTED_DEFAULTS and _same_json(child, DOCUMENTED_DEFAULTS[path]):
+                continue
+            if isinstance(child, (dict, list)):
                 out[key] = _normalize(child, is_volatile, path)
             else:
                 out[key] = child  # a scalar: no copy, no call
@@ -98,6 +112,11 @@ def _normalize(value: Any, is_volatile: _VolatileMatcher, _path: str) -> Any:
         path = f"{_path}[]"
         return [_normalize(v, is_volatile, path) for v in value]
     return value
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    # JSON's false is not 0: `True == 1` must not make a 1 look like a default true.
+    return type(a) is type(b) and a == b
 
 
 def parse_json(body: bytes) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 
 from pseudowa.proxy.cassette import check
 from pseudowa.proxy.contract import webhooks as wh
+from pseudowa.proxy.contract.matching import DEFAULT_VOLATILE
 from pseudowa.storage.records import Exchange
 
 USER = "16505551234"
@@ -133,3 +134,26 @@ def test_recorded_send_wamids_are_those_the_send_answers_returned() -> None:
     ]
     assert check.recorded_send_wamids(exchanges) == {"wamid.A": 1.0, "wamid.B": 2.0}
     assert check.is_send_path("https://graph.facebook.com/v23.0/1/messages/?x=1")
+
+
+def test_pywa_style_body_matches_a_recording_without_its_defaults() -> None:
+    """pywa sends `recipient_type` and `preview_url: false`; the recording's client did not."""
+    recorded = [text("hi", 1)]
+    pywa = send(
+        {
+            "recipient_type": "individual",
+            "type": "text",
+            "text": {"body": "hi", "preview_url": False},
+        },
+        1,
+    )
+    assert check.compare(recorded, [pywa]).ok
+
+
+def test_ignore_covers_a_field_present_on_one_side_only() -> None:
+    recorded = [text("hi", 1)]
+    run = [send({"type": "text", "text": {"body": "hi", "preview_url": True}}, 1)]
+    assert not check.compare(recorded, run).ok
+    volatile = DEFAULT_VOLATILE
+    for pattern in ("text.preview_url", "*.preview_url", "text.*"):
+        assert check.compare(recorded, run, (*volatile, pattern)).ok, pattern

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from pseudowa.proxy.contract.matching import IGNORED
 from pseudowa.proxy.contract.matching import RequestShape
 from pseudowa.proxy.contract.matching import diff_fields
 from pseudowa.proxy.contract.matching import graph_version
@@ -64,14 +63,14 @@ def test_normalize_ignores_media_ids_and_timestamps_keeps_reply_target() -> None
         "meta": {"timestamp": 2},
     }
     out = normalize(body)
-    assert out["image"] == {"id": IGNORED, "caption": "c"}
-    assert out["timestamp"] == IGNORED
-    assert out["meta"] == {"timestamp": IGNORED}
+    assert out["image"] == {"caption": "c"}
+    assert "timestamp" not in out
+    assert out["meta"] == {}
     assert out["context"] == {"message_id": "wamid.q"}
     assert out["to"] == "1"
     assert body["image"]["id"] == "1037543291543636"  # input left alone
     for kind in ("audio", "video", "document", "sticker"):
-        assert normalize({kind: {"id": "9"}}) == {kind: {"id": IGNORED}}
+        assert normalize({kind: {"id": "9"}}) == {kind: {}}
     # A link is what the bot chose, not an upload id: it still counts.
     assert normalize({"image": {"link": "https://x/a.jpg"}}) == {
         "image": {"link": "https://x/a.jpg"}
@@ -128,8 +127,33 @@ def test_uploaded_media_ids_ignored_when_nested() -> None:
 
 def test_normalize_custom_volatile_and_lists() -> None:
     body = {"a": [{"b": 1, "c": 2}], "d": 3}
-    assert normalize(body, ("a[].b",)) == {"a": [{"b": IGNORED, "c": 2}], "d": 3}
+    assert normalize(body, ("a[].b",)) == {"a": [{"c": 2}], "d": 3}
     assert normalize(body, ()) == body
+
+
+def test_ignored_fields_compare_equal_to_their_absence() -> None:
+    """A field one client always sends and another never does matches once ignored."""
+    with_preview = {"type": "text", "text": {"body": "hi", "preview_url": True}}
+    without = {"type": "text", "text": {"body": "hi"}}
+    for pattern in ("text.preview_url", "*.preview_url", "text.*"):
+        assert normalize(with_preview, (pattern,)) == normalize(without, (pattern,)), pattern
+    assert normalize(with_preview, ()) != normalize(without, ())
+
+
+def test_documented_defaults_compare_equal_to_their_absence() -> None:
+    pywa = {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": "1",
+        "type": "text",
+        "text": {"body": "hi", "preview_url": False},
+    }
+    other = {"messaging_product": "whatsapp", "to": "1", "type": "text", "text": {"body": "hi"}}
+    assert normalize(pywa) == normalize(other)
+    # A value other than the default still counts.
+    assert normalize({**pywa, "recipient_type": "group"}) != normalize(other)
+    assert normalize({**pywa, "text": {"body": "hi", "preview_url": True}}) != normalize(other)
+    assert normalize({**other, "text": {"body": "hi", "preview_url": 0}}) != normalize(other)
 
 
 def send(
