@@ -76,6 +76,11 @@ only with ClientSession(trust_env=True).
     is_flag=True,
     help="Exit 1 when the bot's sends differ from the recording or dedupe fails.",
 )
+@click.option(
+    "--tolerate-retries",
+    is_flag=True,
+    help="Pass a webhook the bot answered 200 only on Meta's retry (fails by default).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option(
     "--graph-host", default=_DEFAULTS.graph_host, show_default=True, help="Fake Graph API address."

@@ -82,6 +82,7 @@ class SandboxConfig:
     ignore: tuple[str, ...] = ()  # send fields the replay check ignores, besides volatile ones
     # -- replay --------------------------------------------------------------------------------
     quiet_s: float = 1.0  # the bot is done when nothing happened for this long
+    tolerate_retries: bool = False  # a webhook answered 200 only on Meta's retry passes
     journal: bool = True  # keep each replay's exchanges as a cassette in the store
     journal_name: str | None = None  # default: <cassette>.run-<UTC time>
     # -- a redirecting HTTP(S) proxy for bots that keep Meta's URLs -------------------------

@@ -54,6 +54,16 @@ class Recording:
     held_wamids: set[str]
 
 
+def never_triggered_note(label: str, wamid: str | None, failed: bool) -> str:
+    """Why a recorded status webhook held for the bot's send was not emitted."""
+    if failed:
+        return f"{label} not emitted: that send was reported failed instead (fail_status_rate)"
+    return (
+        f"{label} not emitted: no send of this run was answered with the recorded "
+        f"message id {wamid} (the send it reports on was not replayed)"
+    )
+
+
 def journal_name_for(cassette: str, now: datetime | None = None) -> str:
     """The default name of a run's journal cassette: `<cassette>.run-<UTC stamp>`."""
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S%fZ")
@@ -126,7 +136,7 @@ class ReplayReport:
     graph_url: str
     outcomes: list[Outcome]
     check: check.CheckResult
-    never_triggered: list[str]
+    never_triggered: list[str]  # recorded statuses not emitted, each with the reason
     unmatched: list[str]
     statuses_emitted: int = 0
     proxy_url: str | None = None  # the redirecting proxy, when there was one
@@ -138,7 +148,8 @@ class ReplayReport:
         """The bot behaved as recorded: same sends, dedupe held, every webhook answered 200
         (with `checked=False`, only the deliveries count)."""
         if not self.checked:
-            return not (self.check.undelivered or self.unmatched)
+            retried = bool(self.check.not_ok) and not self.check.tolerate_retries
+            return not (self.check.undelivered or self.unmatched or retried)
         return self.check.ok and not self.unmatched
 
     @property
@@ -146,7 +157,7 @@ class ReplayReport:
         """One readable line per problem, then the send diff: empty when `ok`."""
         if self.ok:
             return []
-        lines = [line for line in self.render() if line.startswith("! ")]
+        lines = [line for line in self.render() if line.startswith(("! ", "  refused: "))]
         if self.checked:
             lines.extend(self.check.diff_lines())
         return lines
@@ -181,20 +192,26 @@ class ReplayReport:
         lines = [
             f"replayed {self.cassette}: {w['delivered']} webhooks delivered, {w['dropped']} dropped, "
             f"{w['attempts']} attempts, {self.statuses_emitted} status webhooks emitted",
-            f"bot sends: {c.run_sends} now, {c.recorded_sends} recorded"
+            f"bot sends: {c.run_sends} now"
+            + (f" ({len(c.refused)} refused)" if c.refused else "")
+            + f", {c.recorded_sends} recorded"
             + (" (same sends, different order)" if c.reordered else ""),
         ]
+        for r in c.refused:
+            lines.append(f"  refused: {r.describe()}")
+        # With tolerate_retries a retried webhook is a note, not a failure.
+        mark = "  note:" if c.tolerate_retries else "!"
         for d in c.not_ok:
             what = f"HTTP {d.status}" if d.status is not None else f"error: {d.error}"
-            lines.append(f"! webhook {d.label} answered {what}")
+            lines.append(f"{mark} webhook {d.label} answered {what}")
         for label in c.undelivered:
             lines.append(f"! webhook {label} never delivered (retries exhausted)")
         for wamid, (copies, replies) in c.dedupe_failures.items():
             lines.append(
                 f"! failed dedupe: {wamid} delivered {copies} times, the bot replied {replies} times"
             )
-        for label in self.never_triggered:
-            lines.append(f"  note: {label} not emitted: the bot never made the send it reports on")
+        for note in self.never_triggered:
+            lines.append(f"  note: {note}")
         for u in self.unmatched:
             lines.append(f"! {u}")
         if self.proxy_url:

@@ -47,6 +47,7 @@ from pseudowa.proxy.sandbox.media import RunMedia
 from pseudowa.proxy.sandbox.replay import ReplayReport
 from pseudowa.proxy.sandbox.replay import journal_name_for
 from pseudowa.proxy.sandbox.replay import load_recording
+from pseudowa.proxy.sandbox.replay import never_triggered_note
 from pseudowa.proxy.sandbox.replay import proxy_banner
 from pseudowa.proxy.sandbox.statuses import StatusRelay
 from pseudowa.proxy.sandbox.users import Reply
@@ -330,14 +331,21 @@ class Sandbox:
             await self.idle()
         finally:
             never = self.emitter.drop_held()
+            superseded = set(self.relay.superseded)
             self.relay.held = set()
+            self.relay.superseded = set()
             self.relay.api_version = None
             self.graph.journal = self.emitter.journal = self.journal
             unmatched = list(self.graph.unmatched)
             await self.graph.use_cassette(None, None)
             await run.close()
         outcomes = self.emitter.outcomes[first_outcome:]
-        result = compare(recording.exchanges, run.exchanges, self.graph.config.volatile)
+        result = compare(
+            recording.exchanges,
+            run.exchanges,
+            self.graph.config.volatile,
+            tolerate_retries=self.config.tolerate_retries,
+        )
         result.undelivered = [o.label for o in outcomes if o.dropped_reason]
         return ReplayReport(
             cassette=name,
@@ -346,7 +354,10 @@ class Sandbox:
             outcomes=outcomes,
             checked=check,
             check=result,
-            never_triggered=[d.label for d in never],
+            never_triggered=[
+                never_triggered_note(d.label, d.hold_until, d.hold_until in superseded)
+                for d in never
+            ],
             # Without strict, an unmatched send is answered by synthesis, which is fine;
             # the check's diff already shows sends the recording lacks.
             unmatched=[str(u) for u in unmatched] if self.config.strict else [],

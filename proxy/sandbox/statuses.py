@@ -138,6 +138,7 @@ class StatusRelay:
         self.fail_rate = fail_rate
         self.fail_code = fail_code
         self.held: set[str] = set()  # wamids whose recorded statuses wait for the send
+        self.superseded: set[str] = set()  # held wamids reported failed instead
         self.api_version: str | None = None  # of the cassette being replayed, if any
         self.emitted = 0
         self.fail_next: GraphError | None = None  # the next synthesized send fails with this
@@ -147,11 +148,14 @@ class StatusRelay:
 
     def on_send(self, send: SendRequest, wamid: str, recorded: bool) -> None:
         """Statuses for one accepted send (the fake Graph API's listener calls this)."""
-        if recorded and wamid in self.held:
-            self.emitter.trigger(wamid)
-            return
+        # One draw per send, recorded ones too: fail_rate applies to every send.
         fail = choose_failure(self.fail_rate, self.fail_code, self._rng)
-        if self.fail_next is not None:
+        if recorded and wamid in self.held:
+            if fail is None:
+                self.emitter.trigger(wamid)
+                return
+            self.superseded.add(wamid)  # its recorded statuses stay held, then dropped
+        elif self.fail_next is not None:
             fail, self.fail_next = self.fail_next, None
         plan = plan_statuses(
             send.wa_id,

@@ -157,3 +157,48 @@ def test_ignore_covers_a_field_present_on_one_side_only() -> None:
     volatile = DEFAULT_VOLATILE
     for pattern in ("text.preview_url", "*.preview_url", "text.*"):
         assert check.compare(recorded, run, (*volatile, pattern)).ok, pattern
+
+
+def test_a_webhook_answered_200_only_on_retry_fails_unless_tolerated() -> None:
+    run = [webhook("wamid.R", 0, 1, status=500), webhook("wamid.R", 2, 3)]
+    assert not check.compare([], run).ok
+    tolerated = check.compare([], run, tolerate_retries=True)
+    assert tolerated.ok and tolerated.to_json()["tolerate_retries"] is True
+
+
+def test_refused_sends_are_listed_with_their_error() -> None:
+    refused = dataclasses.replace(
+        text("hi", 1),
+        response_status=400,
+        response_body=json.dumps(
+            {"error": {"message": "(#130429) Rate limit hit", "code": 130429}}
+        ).encode(),
+    )
+    broken = Exchange(
+        "graph",
+        "POST",
+        refused.url,
+        request_body=b"{not json",
+        response_status=400,
+        response_body=b'{"error": {"message": "Invalid parameter", "code": 100}}',
+    )
+    result = check.compare([], [text("ok", 0), refused, broken])
+    assert [r.describe() for r in result.refused] == [
+        f"text to {USER} refused: HTTP 400 (#130429) (#130429) Rate limit hit",
+        "invalid send refused: HTTP 400 (#100) Invalid parameter",
+    ]
+    assert result.to_json()["refused"][1] == {
+        "send": "invalid send",
+        "status": 400,
+        "code": 100,
+        "message": "Invalid parameter",
+    }
+
+
+def test_diff_keeps_its_markers_across_line_separators() -> None:
+    result = check.compare([text("a", 1)], [text("one\u2028two\u2029three\x85four", 1)])
+    lines = result.diff_lines()
+    body = [line.strip() for line in lines if '"body"' in line]
+    assert body == ['-    "body": "a"', '+    "body": "one\\u2028two\\u2029three\\u0085four"']
+    # Every line of the diff is a diff line (indented) or the send's heading.
+    assert all(line.startswith(("~ ", "    ")) for line in lines)

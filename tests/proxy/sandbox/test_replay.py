@@ -123,6 +123,37 @@ async def test_failed_statuses_reach_the_bot_with_their_code(harness: Harness) -
     assert failed and all(131047 in s["errors"] for s in failed)
 
 
+async def test_fail_status_rate_applies_to_sends_matched_to_a_recording(harness: Harness) -> None:
+    recording = await harness.record(seeds.text_seed(harness.store, texts=("hi",)))
+    report = await harness.replay(recording, fail_status_rate=1.0, fail_status_code=131047)
+    assert report.check.run_sends == report.check.recorded_sends > 0
+    statuses = [s["status"] for s in harness.bot.statuses]
+    assert statuses == ["sent", "failed"] * report.check.run_sends
+    assert all(131047 in s["errors"] for s in harness.bot.statuses if s["status"] == "failed")
+    notes = [line for line in report.render() if line.startswith("  note:")]
+    assert notes and all("reported failed instead" in line for line in notes)
+
+
+async def test_recorded_statuses_of_a_changed_send_say_why_they_were_not_emitted(
+    harness: Harness,
+) -> None:
+    recording = await harness.record(seeds.text_seed(harness.store, texts=("hi",)))
+    original = Bot.reply_text
+
+    async def other(self: Bot, msg: dict[str, Any], text: str) -> None:
+        await original(self, msg, text + "!")
+
+    Bot.reply_text = other  # type: ignore[method-assign]
+    try:
+        report = await harness.replay(recording)
+    finally:
+        Bot.reply_text = original  # type: ignore[method-assign]
+    notes = [line for line in report.render() if line.startswith("  note:")]
+    assert notes, report.render()
+    assert not any("the bot never made the send" in line for line in notes)
+    assert all("was not replayed" in line for line in notes)
+
+
 async def test_statuses_option_limits_what_is_emitted(harness: Harness) -> None:
     seed = seeds.text_seed(harness.store, texts=("hi",))
     await harness.replay(seed, statuses=("sent",))
@@ -135,6 +166,11 @@ async def test_strict_mode_reports_unmatched_sends(harness: Harness) -> None:
     assert not report.ok
     assert report.unmatched and report.unmatched[0].startswith("no recording matched")
     assert any(code == 100 for code in harness.bot.reply_errors)
+    # The refused send is visible, with Meta's error code.
+    text = "\n".join(report.render())
+    assert "now (2 refused)" in text and "refused: text to " in text and "(#100)" in text
+    assert report.to_json()["check"]["refused"][0]["code"] == 100
+    assert any(line.startswith("  refused: ") for line in report.problems)
 
 
 async def test_bad_signature_is_rejected_and_reported_dropped(harness: Harness) -> None:
@@ -228,3 +264,50 @@ async def test_proxy_mode_serves_a_bot_that_keeps_metas_urls(
     assert [x.response_status for x in exchanges if x.kind == "media"] == [200]
     with socket.socket() as s:  # the proxy is gone
         assert s.connect_ex(("127.0.0.1", proxy_port)) != 0
+
+
+async def test_a_webhook_answered_200_only_on_retry_fails_unless_tolerated(
+    harness: Harness,
+) -> None:
+    """The README counts webhooks not answered with 200 as a failure, retried or not."""
+    from aiohttp import web
+
+    from pseudowa.proxy.sandbox.config import SandboxConfig
+    from pseudowa.proxy.sandbox.sandbox import Sandbox
+
+    seed = seeds.text_seed(harness.store, texts=("hi",))
+    posts: list[int] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        if request.method == "GET":
+            return web.Response(text=request.query.get("hub.challenge", ""))
+        posts.append(1)
+        return web.Response(status=500 if len(posts) % 2 else 200)  # each first try fails
+
+    app = web.Application()
+    app.router.add_route("*", "/webhook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/webhook"
+    try:
+        reports = []
+        for tolerate in (False, True):
+            config = SandboxConfig(
+                bot_url=url,
+                speed=0,
+                quiet_s=0.3,
+                retry_time_scale=1e-6,
+                tolerate_retries=tolerate,
+                journal=False,
+            )
+            async with Sandbox(config, store=harness.store) as sb:
+                reports.append(await sb.replay(seed, check=False))
+    finally:
+        await runner.cleanup()
+    strict, tolerant = reports
+    assert strict.check.not_ok and not strict.check.undelivered
+    assert not strict.ok
+    assert any(line.startswith("! webhook ") for line in strict.problems)
+    assert tolerant.ok, tolerant.render()
+    assert any(line.startswith("  note: webhook ") for line in tolerant.render())
