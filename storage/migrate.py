@@ -9,6 +9,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
+from sqlalchemy import Connection
 from sqlalchemy import Engine
 from sqlalchemy import inspect
 from sqlalchemy.engine import URL
@@ -22,6 +23,8 @@ from .models import Base
 # Our own version table, so a database shared with another Alembic-managed
 # application keeps its `alembic_version` untouched.
 VERSION_TABLE = "pseudowa_alembic_version"
+# Any fixed bigint: the PostgreSQL advisory lock migrations of a store take.
+MIGRATION_LOCK_KEY = 0x70736575646F7761  # "pseudowa"
 
 
 def config() -> Config:
@@ -88,6 +91,19 @@ def check_tables(tables: set[str], where: str, *, whole_file: bool) -> None:
         )
 
 
+def _lock_for_migration(conn: Connection, is_sqlite: bool) -> None:
+    # Two processes opening a fresh store at once would both create the tables and
+    # one would fail ("table cassette already exists"). Held to the end of the
+    # migration's transaction, the lock makes the second wait, then find the
+    # schema at head and do nothing.
+    if is_sqlite:
+        # pysqlite starts no transaction before DDL on its own; BEGIN IMMEDIATE
+        # takes the write lock now (waiting out the busy timeout for the other).
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+
+
 def _run(url: URL, engine: Engine, fn: str, revision: str) -> None:
     # SQLite batch migrations rebuild tables, which fails with foreign keys
     # enforced, so SQLite migrates on its own connection with them off.
@@ -96,6 +112,7 @@ def _run(url: URL, engine: Engine, fn: str, revision: str) -> None:
     cfg = config()
     try:
         with mig_engine.begin() as conn:
+            _lock_for_migration(conn, is_sqlite)
             cfg.attributes["connection"] = conn
             getattr(command, fn)(cfg, revision)
     except CommandError as e:

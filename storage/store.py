@@ -27,6 +27,8 @@ from sqlalchemy import func
 from sqlalchemy import insert
 from sqlalchemy import select
 from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import IntegrityError
@@ -492,11 +494,19 @@ class CassetteStore:
             size += len(chunk)
         sha = digest.hexdigest()
         with self._session() as s:
-            existing = s.get(m.MediaBlob, sha)
-            if existing is not None:
+            # Insert-or-nothing as the transaction's first statement, never read then
+            # insert: two processes storing the same new bytes at once would both read
+            # "absent" and the second insert would fail. This one waits for the other's
+            # transaction instead (PostgreSQL: the row lock; SQLite: the write lock).
+            claimed = s.scalar(
+                self._insert_ignoring_duplicates(m.MediaBlob.__table__)
+                .values(sha256=sha, mime_type=mime_type, size=size, created_at=m.utcnow())
+                .returning(m.MediaBlob.__table__.c.sha256)
+            )
+            if claimed is None:
+                existing = s.get(m.MediaBlob, sha)
+                assert existing is not None  # committed by the other writer
                 return MediaInfo(sha, existing.mime_type, existing.size)
-            s.add(m.MediaBlob(sha256=sha, mime_type=mime_type, size=size))
-            s.flush()
             stream.seek(start)
             seq = 0
             while chunk := stream.read(CHUNK_SIZE):
@@ -505,6 +515,12 @@ class CassetteStore:
                 s.expunge_all()
                 seq += 1
         return MediaInfo(sha, mime_type, size)
+
+    def _insert_ignoring_duplicates(self, model: Any) -> Any:
+        """INSERT ... ON CONFLICT DO NOTHING in the store's dialect."""
+        if self.engine.dialect.name == "postgresql":
+            return pg_insert(model).on_conflict_do_nothing()
+        return sqlite_insert(model).on_conflict_do_nothing()
 
     def media_info(self, sha256: str) -> MediaInfo | None:
         with self._session() as s:
