@@ -20,7 +20,6 @@ from typing import Any
 from typing import BinaryIO
 
 from sqlalchemy import Engine
-from sqlalchemy import bindparam
 from sqlalchemy import create_engine
 from sqlalchemy import delete
 from sqlalchemy import func
@@ -86,14 +85,6 @@ def _first_line(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip().splitlines()
     return text[0] if text else type(orig).__name__
-
-
-_NEXT_SEQ = select(
-    m.Cassette.id,
-    select(func.max(m.Interaction.seq))
-    .where(m.Interaction.cassette_id == m.Cassette.id)
-    .scalar_subquery(),
-).where(m.Cassette.name == bindparam("name"))
 
 
 class CassetteStore:
@@ -371,14 +362,28 @@ class CassetteStore:
             seqs.extend(self._append_batch(name, pending))
         return seqs
 
+    def _lock_cassette(self, s: Session, name: str) -> int:
+        """The cassette's id, locked until the session commits: its appends take turns.
+
+        PostgreSQL locks the cassette's row only, so other cassettes' writers go on;
+        SQLite has one writer at a time anyway, taken here before the first read
+        (a deferred transaction that read first could not write after another's commit).
+        """
+        if self.engine.dialect.name == "sqlite":
+            s.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        cid = s.scalar(select(m.Cassette.id).where(m.Cassette.name == name).with_for_update())
+        if cid is None:
+            raise CassetteNotFound(name, s.scalars(select(m.Cassette.name)).all())
+        return cid
+
     def _append_batch(self, name: str, items: Sequence[ExchangeWithEvents]) -> list[int]:
         with self._session() as s:
-            # The cassette's id and its highest seq in one round trip: the recorder
-            # appends a batch per few milliseconds under load.
-            found = s.execute(_NEXT_SEQ, {"name": name}).first()
-            if found is None:
-                raise CassetteNotFound(name, s.scalars(select(m.Cassette.name)).all())
-            cid, last = found
+            cid = self._lock_cassette(s, name)
+            # Read under the lock: a recorder appends from many connections at once,
+            # and two reading the same highest seq would both write the next one.
+            last = s.scalar(
+                select(func.max(m.Interaction.seq)).where(m.Interaction.cassette_id == cid)
+            )
             seq = -1 if last is None else last
             seqs = []
             plain: list[dict[str, Any]] = []

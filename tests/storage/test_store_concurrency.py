@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+from pseudowa.storage.records import Exchange
 from pseudowa.storage.store import CassetteStore
 
 ROUNDS = 6
@@ -97,3 +99,64 @@ def test_two_processes_store_the_same_new_blobs_and_create_cassettes_at_once(
         with store.engine.connect() as conn:
             blobs = conn.exec_driver_sql("SELECT count(*) FROM media_blob").scalar()
         assert blobs == ROUNDS
+
+
+THREADS = 32
+APPENDS_PER_THREAD = 12
+
+
+def _writer(store: CassetteStore, cassette: str, thread: int, errors: list[str]) -> None:
+    try:
+        for i in range(APPENDS_PER_THREAD):
+            url = f"http://graph/{cassette}/{thread}/{i}"
+            if i % 3 == 0:
+                store.append(cassette, Exchange("graph", "POST", url, request_body=b"x" * 500))
+            else:
+                # Two at once, the way the recorder flushes a batch.
+                store.append_many(
+                    cassette,
+                    [
+                        Exchange("graph", "POST", f"{url}/{k}", request_body=b"y" * 500)
+                        for k in (0, 1)
+                    ],
+                )
+    except Exception as e:  # reported by the test, with the thread that hit it
+        errors.append(f"{cassette}/{thread}: {type(e).__name__}: {e}")
+
+
+def test_two_writers_of_32_connections_append_to_their_cassettes_losing_nothing(
+    store_url: str,
+) -> None:
+    with CassetteStore.open(store_url) as setup:
+        for name in ("recording", "journal"):
+            setup.create_cassette(name)
+    # Two programs: each its own store (engine and pool), 32 threads appending at once.
+    stores = {name: CassetteStore.open(store_url) for name in ("recording", "journal")}
+    errors: list[str] = []
+    threads = [
+        threading.Thread(target=_writer, args=(store, name, t, errors))
+        for name, store in stores.items()
+        for t in range(THREADS)
+    ]
+    started = time.monotonic()
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=max(1.0, 120 - (time.monotonic() - started)))
+        assert not any(t.is_alive() for t in threads), "appends still running after 120 s"
+    finally:
+        for store in stores.values():
+            store.close()
+    assert errors == []
+
+    # Per thread: 4 single appends and 8 pairs.
+    expected = THREADS * (
+        APPENDS_PER_THREAD // 3 + 2 * (APPENDS_PER_THREAD - APPENDS_PER_THREAD // 3)
+    )
+    with CassetteStore.open(store_url) as store:
+        for name in ("recording", "journal"):
+            stored = list(store.interactions(name))
+            assert [x.seq for x in stored] == list(range(expected))
+            assert len({x.url for x in stored}) == expected
+            assert all(f"/{name}/" in x.url for x in stored)
