@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench postgres clean
+.PHONY: demo test lint bench postgres clean fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ lint: $(STAMP)
 
 test: $(STAMP) postgres lint
 	$(BIN)/python -m pytest
+
+# The fake Graph API's property-based fuzz test with its long profile (20,000+ generated
+# requests; `make test` runs a short one); prints the request and 5xx counts.
+fuzz: $(STAMP)
+	PSEUDOWA_FUZZ=long $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/proxy/sandbox/test_graph_fuzz.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

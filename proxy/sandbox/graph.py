@@ -16,7 +16,6 @@ import logging
 import random
 import secrets
 import time
-from collections import deque
 from collections.abc import Awaitable
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,14 +50,14 @@ from pseudowa.proxy.contract.matching import RequestShape
 from pseudowa.proxy.contract.outbound import MarkRead
 from pseudowa.proxy.contract.outbound import SendRequest
 from pseudowa.proxy.contract.outbound import error_for_unknown_media
-from pseudowa.proxy.contract.outbound import is_read_receipt
 from pseudowa.proxy.contract.outbound import parse_send
 from pseudowa.proxy.contract.webhooks import BusinessAccount
 from pseudowa.proxy.sandbox.journal import Journal
 from pseudowa.proxy.sandbox.media import MediaRoutes
 from pseudowa.proxy.sandbox.media import RunMedia
+from pseudowa.proxy.sandbox.recordings import Recordings
+from pseudowa.proxy.sandbox.recordings import read_recordings
 from pseudowa.storage.records import Exchange
-from pseudowa.storage.records import Headers
 from pseudowa.storage.records import Kind
 from pseudowa.storage.records import header_value
 from pseudowa.storage.store import CassetteStore
@@ -108,25 +107,6 @@ class SendListener(Protocol):
 
 
 @dataclass(frozen=True)
-class RecordedAnswer:
-    """A recorded response to a send, replayed verbatim once."""
-
-    status: int
-    headers: Headers
-    body: bytes
-    seq: int  # the interaction's position in its cassette
-
-
-@dataclass
-class Recordings:
-    """A cassette's recorded send answers, queued per request shape, and its numbers."""
-
-    answers: dict[str, deque[RecordedAnswer]] = field(default_factory=dict)
-    shapes: dict[str, RequestShape] = field(default_factory=dict)  # one per key
-    phone_ids: set[str] = field(default_factory=set)
-
-
-@dataclass(frozen=True)
 class UnmatchedSend:
     """A send that found no remaining recorded answer, with the closest recorded ones."""
 
@@ -155,30 +135,6 @@ class _RequestState:
 _STATE = web.RequestKey("pseudowa_graph_state", _RequestState)
 
 
-def read_recordings(store: CassetteStore, name: str, volatile: tuple[str, ...]) -> Recordings:
-    """The recorded send answers and phone number ids of cassette `name` (blocking)."""
-    found = Recordings(phone_ids=set(store.get_cassette(name).phone_number_ids))
-    for ex in store.interactions(name, kinds=[Kind.GRAPH.value]):
-        path = matching.normalize_path(ex.url)
-        # Only sends are answered from recordings: media look-ups and downloads
-        # are served from the cassette's media links.
-        if ex.method.upper() != "POST" or not path.endswith("/messages"):
-            continue
-        if ex.response_status is None or is_read_receipt(matching.parse_json(ex.request_body)):
-            continue
-        segments = path.strip("/").split("/")
-        if len(segments) == 2:  # /{phone_number_id}/messages
-            found.phone_ids.add(segments[0])
-        shape = RequestShape.of(ex.method, ex.url, ex.request_body, volatile)
-        key = shape.key()
-        found.shapes.setdefault(key, shape)
-        answer = RecordedAnswer(
-            ex.response_status, list(ex.response_headers), ex.response_body, ex.seq
-        )
-        found.answers.setdefault(key, deque()).append(answer)
-    return found
-
-
 class _OneLineLog(logging.Logger):
     """aiohttp's server log for one fake: a request its HTTP parser rejects, or whose body
     cannot be decoded, logs one line rather than a traceback per request."""
@@ -205,7 +161,7 @@ class _OneLineLog(logging.Logger):
 
 
 def _clients_mistake(exc_info: object) -> bool:
-    return isinstance(exc_info, HttpProcessingError | RequestPayloadError)
+    return isinstance(exc_info, HttpProcessingError | RequestPayloadError | ConnectionError)
 
 
 def _text(msg: object, args: tuple[object, ...]) -> str:
@@ -262,8 +218,7 @@ class FakeGraph:
         self.base_url: str | None = None  # set by start()
         self.in_flight = 0  # requests being served now
         self.last_activity = time.monotonic()  # when a request last started or ended
-        self._recorded: dict[str, deque[RecordedAnswer]] = {}
-        self._recorded_shapes: dict[str, RequestShape] = {}
+        self._recordings = Recordings()
         self._phone_ids: set[str] = {self.config.account.phone_number_id}
         self._loaded = False
         self._cassette_switches = 0  # a cassette read finishing late must not win
@@ -273,6 +228,11 @@ class FakeGraph:
         self._jitter_rng = random.Random(None if seed is None else f"{seed}-jitter")
         self._runner: web.AppRunner | None = None
         self.app = self.make_app()
+
+    @property
+    def recordings(self) -> Recordings:
+        """The served cassette's recorded send answers, and which were replayed."""
+        return self._recordings
 
     @property
     def uploads(self) -> dict[str, RunMedia]:
@@ -375,7 +335,7 @@ class FakeGraph:
             return  # another switch started meanwhile; it decides what is served
         # Swapped whole, between two requests: none is served from a half-read cassette.
         self.store, self.cassette = store, name
-        self._recorded, self._recorded_shapes = found.answers, found.shapes
+        self._recordings = found
         self._phone_ids = {self.config.account.phone_number_id, *found.phone_ids}
 
     # -- serving -----------------------------------------------------------------------
@@ -439,6 +399,12 @@ class FakeGraph:
                 request.content.feed_eof()
             except web.HTTPException as e:
                 err = http_error(e.status, e.reason, request.method, request.path)
+                response = self._error(err, state)
+            except ConnectionError as e:
+                # The bot went away mid-request (e.g. mid-body): one line, no traceback; the
+                # answer reaches nobody, the journal still shows the request.
+                logger.debug("client left during %s %s: %r", request.method, request.path, e)
+                err = invalid_parameter("The connection closed before the request body ended.")
                 response = self._error(err, state)
             except Exception as e:
                 # A bug of ours must still answer in Meta's shape, never aiohttp's HTML 500.
@@ -598,10 +564,13 @@ class FakeGraph:
         # `send.body` is the request's JSON, already parsed by parse_send.
         path = f"/{phone_id}/messages"
         shape = RequestShape.of_parsed("POST", path, send.body, self.config.volatile)
-        queue = self._recorded.get(shape.key())
-        if queue:
-            answer = queue.popleft()
+        # Strict mode answers only the same request shape; otherwise by meaning too.
+        taken = self._recordings.take(shape, send, by_meaning=not self.config.strict)
+        if taken is not None:
+            answer, how = taken
             state.annotations["replayed_seq"] = str(answer.seq)
+            if how != "shape":
+                state.annotations["replayed_by"] = how
             content_type = header_value(answer.headers, "Content-Type") or "application/json"
             wamid = wamid_of(answer.body)
             if answer.status == 200 and wamid is not None:
@@ -609,7 +578,7 @@ class FakeGraph:
             return web.Response(
                 status=answer.status, body=answer.body, headers={"Content-Type": content_type}
             )
-        near = matching.nearest(shape, self._recorded_shapes.values())
+        near = matching.nearest(shape, self._recordings.shapes)
         self.unmatched.append(UnmatchedSend(shape, near, time.time()))
         if self.config.strict:
             raise unmatched_error(shape, near)

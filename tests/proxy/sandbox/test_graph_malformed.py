@@ -194,3 +194,28 @@ async def test_malformed_framing_logs_one_line(
     no_traceback(caplog)
     status, _, _ = await exchange(base, http("GET", "/v21.0/123", headers={"Authorization": AUTH}))
     assert status == 400  # an unknown object, in Meta's envelope: still serving
+
+
+@pytest.mark.parametrize("route", ["messages", "media"])
+async def test_client_gone_mid_body_logs_no_traceback(
+    serve: Serve, caplog: pytest.LogCaptureFixture, route: str
+) -> None:
+    """A bot that dies halfway through its body: nobody to answer, nothing on stderr but
+    aiohttp's debug line, and the fake keeps serving."""
+    _, base = await serve()
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = http(
+        "POST",
+        f"/v21.0/{PHONE_ID}/{route}",
+        b"",
+        {"Authorization": AUTH, "Content-Type": b"multipart/form-data; boundary=b"},
+    )
+    writer.write(head.replace(b"Content-Length: 0", b"Content-Length: 1000") + b'{"messaging')
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.close()
+    await asyncio.sleep(0.2)  # the fake notices the lost connection
+    no_traceback(caplog)
+    status, _, _ = await exchange(base, http("GET", "/v21.0/123", headers={"Authorization": AUTH}))
+    assert status == 400
