@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from dataclasses import field
 from datetime import datetime
 from datetime import timezone
 from typing import Any
@@ -61,6 +62,16 @@ def never_triggered_note(label: str, wamid: str | None, failed: bool) -> str:
     return (
         f"{label} not emitted: no send of this run was answered with the recorded "
         f"message id {wamid} (the send it reports on was not replayed)"
+    )
+
+
+def unreplayed_note(send: str, code: int | None, message: str) -> str:
+    """Why a recorded Graph error never reached the bot this run."""
+    error = f"error {code}" if code is not None else "error"
+    detail = f" ({message})" if message else ""
+    return (
+        f"recorded {error}{detail} answering {send} was not replayed: no send of this run "
+        "matched it, so the bot's handling of it did not run"
     )
 
 
@@ -138,6 +149,7 @@ class ReplayReport:
     check: check.CheckResult
     never_triggered: list[str]  # recorded statuses not emitted, each with the reason
     unmatched: list[str]
+    unreplayed_errors: list[str] = field(default_factory=list)  # recorded errors not replayed
     statuses_emitted: int = 0
     proxy_url: str | None = None  # the redirecting proxy, when there was one
     redirected: int = 0  # requests it sent to the fake Graph API
@@ -181,6 +193,7 @@ class ReplayReport:
             "statuses_emitted": self.statuses_emitted,
             "never_triggered": self.never_triggered,
             "unmatched_requests": self.unmatched,
+            "unreplayed_errors": self.unreplayed_errors,
             "check": self.check.to_json(),
         }
 
@@ -211,6 +224,8 @@ class ReplayReport:
                 f"! failed dedupe: {wamid} delivered {copies} times, the bot replied {replies} times"
             )
         for note in self.never_triggered:
+            lines.append(f"  note: {note}")
+        for note in self.unreplayed_errors:
             lines.append(f"  note: {note}")
         for u in self.unmatched:
             lines.append(f"! {u}")

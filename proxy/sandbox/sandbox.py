@@ -49,6 +49,7 @@ from pseudowa.proxy.sandbox.replay import journal_name_for
 from pseudowa.proxy.sandbox.replay import load_recording
 from pseudowa.proxy.sandbox.replay import never_triggered_note
 from pseudowa.proxy.sandbox.replay import proxy_banner
+from pseudowa.proxy.sandbox.replay import unreplayed_note
 from pseudowa.proxy.sandbox.statuses import StatusRelay
 from pseudowa.proxy.sandbox.users import Reply
 from pseudowa.proxy.sandbox.users import User
@@ -337,6 +338,10 @@ class Sandbox:
             self.relay.api_version = None
             self.graph.journal = self.emitter.journal = self.journal
             unmatched = list(self.graph.unmatched)
+            unreplayed = [
+                unreplayed_note(a.describe(), *a.error)
+                for a in self.graph.recordings.unreplayed_errors()
+            ]
             await self.graph.use_cassette(None, None)
             await run.close()
         outcomes = self.emitter.outcomes[first_outcome:]
@@ -361,6 +366,7 @@ class Sandbox:
             # Without strict, an unmatched send is answered by synthesis, which is fine;
             # the check's diff already shows sends the recording lacks.
             unmatched=[str(u) for u in unmatched] if self.config.strict else [],
+            unreplayed_errors=unreplayed,
             statuses_emitted=self.relay.emitted - emitted_before,
             proxy_url=self.proxy_url,
             redirected=(

@@ -134,9 +134,11 @@ async def test_fail_status_rate_applies_to_sends_matched_to_a_recording(harness:
     assert notes and all("reported failed instead" in line for line in notes)
 
 
-async def test_recorded_statuses_of_a_changed_send_say_why_they_were_not_emitted(
+async def test_a_changed_send_still_gets_its_recorded_answer_and_statuses(
     harness: Harness,
 ) -> None:
+    """Matched by meaning (same recipient, type and position), a send that differs in a
+    detail is answered with the recorded wamid, so the recorded statuses follow it."""
     recording = await harness.record(seeds.text_seed(harness.store, texts=("hi",)))
     original = Bot.reply_text
 
@@ -144,6 +146,25 @@ async def test_recorded_statuses_of_a_changed_send_say_why_they_were_not_emitted
         await original(self, msg, text + "!")
 
     Bot.reply_text = other  # type: ignore[method-assign]
+    try:
+        report = await harness.replay(recording)
+    finally:
+        Bot.reply_text = original  # type: ignore[method-assign]
+    assert not report.ok  # the check still shows the difference
+    assert not [line for line in report.render() if line.startswith("  note:")]
+    assert {s["status"] for s in harness.bot.statuses} == {"sent", "delivered", "read"}
+
+
+async def test_recorded_statuses_of_a_send_not_made_say_why_they_were_not_emitted(
+    harness: Harness,
+) -> None:
+    recording = await harness.record(seeds.text_seed(harness.store, texts=("hi",)))
+    original = Bot.reply_text
+
+    async def silent(self: Bot, msg: dict[str, Any], text: str) -> None:
+        return None
+
+    Bot.reply_text = silent  # type: ignore[method-assign]
     try:
         report = await harness.replay(recording)
     finally:
@@ -311,3 +332,34 @@ async def test_a_webhook_answered_200_only_on_retry_fails_unless_tolerated(
     assert any(line.startswith("! webhook ") for line in strict.problems)
     assert tolerant.ok, tolerant.render()
     assert any(line.startswith("  note: webhook ") for line in tolerant.render())
+
+
+async def test_a_recorded_error_no_send_matched_is_reported(harness: Harness) -> None:
+    from pseudowa.storage.records import Exchange
+
+    recording = await harness.record(seeds.text_seed(harness.store, texts=("hi",)))
+    request = {"messaging_product": "whatsapp", "to": "16505550000", "type": "text"}
+    request["text"] = {"body": "to someone the bot never writes to"}
+    error = {"error": {"message": "(#130429) Rate limit hit", "code": 130429}}
+    harness.store.append_many(
+        recording,
+        [
+            (
+                Exchange(
+                    "graph",
+                    "POST",
+                    "https://graph.facebook.com/v23.0/106540352242922/messages",
+                    request_body=json.dumps(request).encode(),
+                    response_status=400,
+                    response_body=json.dumps(error).encode(),
+                ),
+                [],
+            )
+        ],
+    )
+    report = await harness.replay(recording)
+    [note] = report.unreplayed_errors
+    assert "recorded error 130429" in note and "text to 16505550000" in note
+    assert "was not replayed" in note
+    assert f"  note: {note}" in report.render()
+    assert report.to_json()["unreplayed_errors"] == [note]
