@@ -11,11 +11,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from datetime import timezone
 from typing import Any
+from typing import cast
 
 from sqlalchemy import Executable
+from sqlalchemy import Table
 from sqlalchemy import insert
 from sqlalchemy import literal
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import aliased
 
 from . import models as m
@@ -143,3 +149,15 @@ def copy_statements(old_id: int, new_id: int) -> list[Executable]:
             )
         )
     return statements
+
+
+def insert_or_nothing(dialect: str, model: type[m.Base]) -> PgInsert | SqliteInsert:
+    """INSERT ... ON CONFLICT DO NOTHING into `model`'s table, in the store's `dialect`.
+
+    On the table, not the ORM entity: the ORM's bulk insert path hides whether the row
+    went in, which is the whole point here.
+    """
+    table = cast(Table, model.__table__)
+    if dialect == "postgresql":
+        return pg_insert(table).on_conflict_do_nothing()
+    return sqlite_insert(table).on_conflict_do_nothing()

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from collections.abc import Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from typing import BinaryIO
@@ -26,8 +27,6 @@ from sqlalchemy import func
 from sqlalchemy import insert
 from sqlalchemy import select
 from sqlalchemy import update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import IntegrityError
@@ -36,6 +35,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from . import garbage
 from . import migrate
 from . import models as m
 from . import rows
@@ -295,28 +295,27 @@ class CassetteStore:
             for model in (m.Event, m.MediaLink, m.History, m.Interaction):
                 s.execute(delete(model).where(model.cassette_id == cid))
             s.execute(delete(m.Cassette).where(m.Cassette.id == cid))
-            self._collect_garbage(s, unlinked)
+            garbage.delete_unlinked(s, unlinked)
 
-    def _collect_garbage(self, s: Session, candidates: Iterable[str]) -> None:
-        """Delete those of `candidates` (blobs that just lost a link) nobody links to.
+    def unreferenced_blobs(self, *, min_age: timedelta = timedelta(0)) -> list[MediaInfo]:
+        """Blobs no cassette links, stored at least `min_age` ago, by sha256."""
+        with self._session() as s:
+            return garbage.unreferenced(s, m.utcnow() - min_age)
 
-        Only blobs that lost a link are considered: a blob stored with
-        `put_media` and not linked yet (an import stores every file before
-        linking any) must not be collected by an unrelated link or delete.
+    def collect_garbage(
+        self, *, dry_run: bool = True, min_age: timedelta = timedelta(0)
+    ) -> garbage.Garbage:
+        """Delete the blobs no cassette links (only list them with `dry_run`).
+
+        `min_age` spares blobs stored more recently: an import or a recording in
+        progress stores media before it links them.
         """
-        shas = sorted(set(candidates))
-        linked = select(m.MediaLink.sha256)
-        # Bounded IN lists stay under SQLite's bound-parameter limit.
-        for i in range(0, len(shas), 500):
-            orphans = (
-                select(m.MediaBlob.sha256)
-                .where(m.MediaBlob.sha256.in_(shas[i : i + 500]))
-                .where(m.MediaBlob.sha256.not_in(linked))
-            )
-            gone = s.scalars(orphans).all()
-            if gone:
-                s.execute(delete(m.MediaChunk).where(m.MediaChunk.sha256.in_(gone)))
-                s.execute(delete(m.MediaBlob).where(m.MediaBlob.sha256.in_(gone)))
+        with self._session() as s:
+            found = garbage.unreferenced(s, m.utcnow() - min_age)
+            if dry_run:
+                return garbage.Garbage(tuple(found), deleted=False)
+            gone = set(garbage.delete_unlinked(s, [b.sha256 for b in found]))
+            return garbage.Garbage(tuple(b for b in found if b.sha256 in gone), deleted=True)
 
     def copy_cassette(self, src: str, dst: str, *, source: str | None = None) -> CassetteInfo:
         """Copy cassette `src` to a new cassette `dst`, in the database, without loading bodies."""
@@ -504,7 +503,7 @@ class CassetteStore:
             # "absent" and the second insert would fail. This one waits for the other's
             # transaction instead (PostgreSQL: the row lock; SQLite: the write lock).
             claimed = s.scalar(
-                self._insert_ignoring_duplicates(m.MediaBlob.__table__)
+                rows.insert_or_nothing(self.engine.dialect.name, m.MediaBlob)
                 .values(sha256=sha, mime_type=mime_type, size=size, created_at=m.utcnow())
                 .returning(m.MediaBlob.__table__.c.sha256)
             )
@@ -520,12 +519,6 @@ class CassetteStore:
                 s.expunge_all()
                 seq += 1
         return MediaInfo(sha, mime_type, size)
-
-    def _insert_ignoring_duplicates(self, model: Any) -> Any:
-        """INSERT ... ON CONFLICT DO NOTHING in the store's dialect."""
-        if self.engine.dialect.name == "postgresql":
-            return pg_insert(model).on_conflict_do_nothing()
-        return sqlite_insert(model).on_conflict_do_nothing()
 
     def media_info(self, sha256: str) -> MediaInfo | None:
         with self._session() as s:
@@ -556,7 +549,7 @@ class CassetteStore:
                 previous = [link.sha256]
                 link.sha256, link.mime_type = sha256, mime
             s.flush()
-            self._collect_garbage(s, previous)
+            garbage.delete_unlinked(s, previous)
             return MediaLinkInfo(media_id, sha256, mime, blob.size)
 
     def unlink_media(self, name: str, media_id: str) -> None:
@@ -573,7 +566,7 @@ class CassetteStore:
             sha = link.sha256
             s.delete(link)
             s.flush()
-            self._collect_garbage(s, [sha])
+            garbage.delete_unlinked(s, [sha])
 
     def media(self, name: str, media_id: str) -> MediaLinkInfo:
         """What a cassette's media id points at; `MediaNotFound` if nothing."""

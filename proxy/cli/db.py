@@ -1,6 +1,8 @@
-"""`pseudowa db upgrade|current`: the cassette store's schema."""
+"""`pseudowa db upgrade|current|gc`: the cassette store's schema and its unlinked media."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import click
 
@@ -31,3 +33,36 @@ def db_current(db: str | None) -> None:
         head = migrate.head()
         state = "up to date" if rev == head else f"behind head {head}" if rev else "empty"
         click.echo(f"{store.url}: {rev or 'no schema'} ({state})")
+
+
+def _amount(count: int, size: int) -> str:
+    blobs = "blob" if count == 1 else "blobs"
+    return f"{count} unreferenced media {blobs} ({size:,} bytes)"
+
+
+@db_group.command("gc")
+@db_option
+@click.option("--yes", is_flag=True, help="Delete them; without it, only say what would go.")
+@click.option(
+    "--min-age",
+    type=click.IntRange(min=0),
+    default=3600,
+    show_default=True,
+    metavar="SECONDS",
+    help="Spare blobs stored more recently: an import or recording in progress stores "
+    "media before it links them.",
+)
+def db_gc(db: str | None, yes: bool, min_age: int) -> None:
+    """Remove media blobs no cassette links (a dry run unless --yes)."""
+    # The dry run only reads: it neither creates nor migrates the store.
+    with open_store(db, upgrade=yes) as store:
+        found = store.collect_garbage(dry_run=not yes, min_age=timedelta(seconds=min_age))
+    if not found.count:
+        click.echo(f"{store.url}: no unreferenced media blobs, nothing to free")
+    elif yes:
+        click.echo(f"{store.url}: freed {_amount(found.count, found.size)}")
+    else:
+        click.echo(
+            f"{store.url}: would free {_amount(found.count, found.size)}; "
+            "run with --yes to delete them"
+        )

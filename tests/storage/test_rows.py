@@ -12,6 +12,8 @@ from pseudowa.storage.records import Event
 from pseudowa.storage.records import EventData
 from pseudowa.storage.records import Exchange
 from pseudowa.storage.records import Kind
+from pseudowa.storage.records import MediaInfo
+from pseudowa.storage.store import CassetteStore
 
 
 def test_exchange_survives_the_row_form() -> None:
@@ -59,3 +61,14 @@ def test_times_are_aware_and_written_in_utc() -> None:
 def test_copy_statements_cover_every_table_a_cassette_owns() -> None:
     targets = [s.table.name for s in rows.copy_statements(1, 2)]  # type: ignore[attr-defined]
     assert targets == ["interaction", "event", "media_link", "history"]
+
+
+def test_insert_or_nothing_keeps_the_first_row(store: CassetteStore) -> None:
+    with store.engine.begin() as conn:
+        for mime in ("image/png", "image/jpeg"):
+            conn.execute(
+                rows.insert_or_nothing(store.engine.dialect.name, m.MediaBlob).values(
+                    sha256="ab" * 32, mime_type=mime, size=3, created_at=m.utcnow()
+                )
+            )
+    assert store.media_info("ab" * 32) == MediaInfo("ab" * 32, "image/png", 3)

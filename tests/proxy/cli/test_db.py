@@ -99,3 +99,45 @@ def test_db_current_on_a_missing_file_creates_nothing(runner: CliRunner, tmp_pat
     assert result.exit_code == 0, result.output
     assert "no schema" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_db_gc_is_a_dry_run_until_yes(runner: CliRunner, db: str) -> None:
+    with CassetteStore.open(db) as store:
+        store.create_cassette("kept")
+        store.link_media("kept", "1", store.put_media(b"kept", "image/png").sha256)
+        stray = store.put_media(b"x" * 1500, "image/png").sha256
+
+    dry = runner.invoke(cli, ["db", "gc", "--min-age", "0", "--db", db])
+    assert dry.exit_code == 0, dry.output
+    assert dry.output.count("\n") == 1
+    assert "would free 1 unreferenced media blob (1,500 bytes)" in dry.output
+    assert "--yes" in dry.output
+    with CassetteStore.open(db) as store:
+        assert store.media_info(stray) is not None
+
+    young = runner.invoke(cli, ["db", "gc", "--yes", "--db", db])  # default --min-age 3600
+    assert young.exit_code == 0, young.output
+    assert "nothing to free" in young.output
+
+    done = runner.invoke(cli, ["db", "gc", "--yes", "--min-age", "0", "--db", db])
+    assert done.exit_code == 0, done.output
+    assert done.output.count("\n") == 1
+    assert "freed 1 unreferenced media blob (1,500 bytes)" in done.output
+    with CassetteStore.open(db) as store:
+        assert store.media_info(stray) is None
+        assert store.media("kept", "1").size == 4
+
+
+def test_db_gc_dry_run_on_a_missing_store_creates_nothing(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    result = runner.invoke(cli, ["db", "gc", "--db", f"sqlite:///{tmp_path / 'none.db'}"])
+    assert result.exit_code == 0, result.output
+    assert "nothing to free" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_db_gc_with_a_bad_min_age_is_a_usage_error(runner: CliRunner, db: str) -> None:
+    result = runner.invoke(cli, ["db", "gc", "--min-age", "-1", "--db", db])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
