@@ -26,6 +26,10 @@ from .errors import DatabaseUnavailable
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# PRAGMA quick_check reads every page: ~0.7 ms per MB warm (0.45 s for a 620 MB store,
+# 1.5 s cold), against ~12 ms for the rest of an open. Every open checks files up to
+# this size; larger ones when asked (`pseudowa db upgrade` always asks).
+QUICK_CHECK_MAX_BYTES = 64 << 20
 
 _PASSWORD_RE = re.compile(r"(://[^:/@]*:).*@")  # greedy: a password may hold "@"
 
@@ -78,13 +82,16 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(database)
 
 
-def existing_sqlite_file(url: URL, *, create_folder: bool = True) -> SqliteFile | None:
+def existing_sqlite_file(
+    url: URL, *, create_folder: bool = True, check_integrity: bool | None = None
+) -> SqliteFile | None:
     """The SQLite file `url` names, checked read-only before any engine connects to it.
 
     None when there is nothing to check: not SQLite, in memory, a `file:` URI, an empty
     file, or no file yet (its folder is then created, unless not `create_folder`).
     Raises `DatabaseUnavailable` for a directory, an unreadable file, a file that is
-    not a SQLite database, or one whose pages fail SQLite's quick integrity check.
+    not a SQLite database, or one whose pages fail SQLite's quick integrity check (run
+    when `check_integrity`, or when None and the file is at most QUICK_CHECK_MAX_BYTES).
     Whether the tables are ours is `migrate.check_tables`'s call.
     """
     path = sqlite_path(url)
@@ -108,35 +115,39 @@ def existing_sqlite_file(url: URL, *, create_folder: bool = True) -> SqliteFile 
         return None
     if header != SQLITE_MAGIC:
         raise DatabaseUnavailable(f"{path} is not a SQLite database; pseudowa left it untouched")
-    return SqliteFile(path, frozenset(_checked_tables(path)))
+    if check_integrity is None:
+        check_integrity = path.stat().st_size <= QUICK_CHECK_MAX_BYTES
+    return SqliteFile(path, frozenset(_checked_tables(path, check_integrity)))
 
 
 def _sidecars(path: Path) -> list[Path]:
     return [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
 
 
-def _checked_tables(path: Path) -> set[str]:
+def _checked_tables(path: Path, check_integrity: bool) -> set[str]:
     # A read-only connection of the standard library, not our engine: its WAL pragma
     # would already rewrite the header of another application's file. Reading a file
     # whose header says WAL still creates -wal and -shm beside it, so a refused file
     # gets those removed again: a refusal leaves the folder as it was.
     before = {p for p in _sidecars(path) if p.exists()}
     try:
-        return _read_tables(path)
+        return _read_tables(path, check_integrity)
     except DatabaseUnavailable:
         for created in set(_sidecars(path)) - before:
             created.unlink(missing_ok=True)
         raise
 
 
-def _read_tables(path: Path) -> set[str]:
+def _read_tables(path: Path, check_integrity: bool) -> set[str]:
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
             # quick_check reads every page once (no index cross-checks): a damaged store
             # is refused before anything is written into it, not half-way through.
-            problems = [str(r) for (r,) in conn.execute("PRAGMA quick_check(1)")]
+            problems = ["ok"]
+            if check_integrity:
+                problems = [str(r) for (r,) in conn.execute("PRAGMA quick_check(1)")]
         finally:
             conn.close()
     except sqlite3.DatabaseError as e:

@@ -98,18 +98,23 @@ class CassetteStore:
     # -- lifecycle -----------------------------------------------------------------
 
     @classmethod
-    def open(cls, url: str | None = None, *, upgrade: bool = True) -> CassetteStore:
+    def open(
+        cls, url: str | None = None, *, upgrade: bool = True, check_integrity: bool | None = None
+    ) -> CassetteStore:
         """Open the store at `url` (default: $PSEUDOWA_DB or sqlite:///cassettes/pseudowa.db).
 
-        With `upgrade` the schema is created or migrated to head first. Without it the
-        store is opened for reading and nothing is written: a missing or empty SQLite
-        file is not created, and a database without our schema reads as an empty store.
-        Raises `DatabaseUnavailable` for a bad URL, a file that is not SQLite or is
-        damaged, a database of another application or a server that refuses;
-        `SchemaError` for a database written by a newer pseudowa.
+        With `upgrade` the schema is created or migrated to head first; without it the
+        store is only read: a missing or empty SQLite file is not created, and a
+        database without our schema reads as empty. `check_integrity`: run SQLite's
+        quick check on an existing file (None: if it is small). Raises
+        `DatabaseUnavailable` for a bad URL, a file that is not SQLite or is damaged,
+        another application's database or a server that refuses; `SchemaError` for
+        a database written by a newer pseudowa.
         """
         parsed = parse_url(resolve_url(url))
-        existing = existing_sqlite_file(parsed, create_folder=upgrade)
+        existing = existing_sqlite_file(
+            parsed, create_folder=upgrade, check_integrity=check_integrity
+        )
         if existing is not None:
             # Refused before our engine connects: its WAL pragma would already
             # rewrite the header of another application's file.

@@ -19,8 +19,9 @@ def db_group() -> None:
 @db_group.command("upgrade")
 @db_option
 def db_upgrade(db: str | None) -> None:
-    """Create the store or migrate it to this pseudowa's schema (opening does the same)."""
-    with open_store(db) as store:
+    """Create the store or migrate it to this pseudowa's schema, checking a SQLite file's
+    pages first, however large (opening checks small files and migrates too)."""
+    with open_store(db, check_integrity=True) as store:
         click.echo(f"{store.url}: schema at {store.schema_revision()} (head)")
 
 

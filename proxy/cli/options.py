@@ -33,10 +33,16 @@ def db_option(fn: F) -> F:
     )(fn)
 
 
-def open_store(db: str | None, *, upgrade: bool = True) -> CassetteStore:
-    """The store named by `--db` here, or on the group, or in the environment."""
+def open_store(
+    db: str | None, *, upgrade: bool = True, check_integrity: bool | None = None
+) -> CassetteStore:
+    """The store named by `--db` here, or on the group, or in the environment.
+
+    `upgrade=False` opens it for reading (nothing is created or written);
+    `check_integrity` as in `CassetteStore.open` (None: small SQLite files only).
+    """
     url = db or click.get_current_context().find_root().params.get("db")
-    return CassetteStore.open(url, upgrade=upgrade)
+    return CassetteStore.open(url, upgrade=upgrade, check_integrity=check_integrity)
 
 
 class OneLineGroup(click.Group):
