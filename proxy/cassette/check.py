@@ -331,3 +331,45 @@ def compare(
 
     result.not_ok = [d for d in run_deliveries if d.status != 200]
     return result
+
+
+def _is_send_exchange(x: Exchange) -> bool:
+    """A message send (not a read receipt), valid or not, as the recording keeps it."""
+    if x.kind != "graph" or x.method.upper() != "POST" or not is_send_path(x.url):
+        return False
+    try:
+        return isinstance(parse_send(x.request_body), SendRequest)
+    except GraphError:
+        return True  # an invalid send is still something the bot sent
+
+
+def accept_run_sends(recorded: Sequence[Exchange], run: Sequence[Exchange]) -> list[Exchange]:
+    """The recording with its sends replaced by the run's (snapshot update), in time order.
+
+    Webhooks, media and everything else stay as recorded. Each run send is placed at its
+    distance from the webhook it followed in the run, measured from that webhook's recorded
+    time, so the timing attribution of replies (and dedupe checks) holds on the new recording.
+    """
+    kept = [x for x in recorded if not _is_send_exchange(x)]
+    recorded_at: dict[bytes, list[float]] = {}
+    for x in recorded:
+        if x.kind == "webhook" and x.method.upper() == "POST":
+            recorded_at.setdefault(x.request_body, []).append(x.started_at)
+    end = max((x.finished_at for x in recorded), default=0.0)
+    placed: list[Exchange] = []
+    anchor: tuple[float, float] | None = None  # (run time, recorded time) of the last webhook
+    for x in sorted(run, key=lambda x: x.started_at):
+        if x.kind == "webhook" and x.method.upper() == "POST":
+            times = recorded_at.get(x.request_body)
+            if times:
+                anchor = (x.started_at, times[0])
+            continue
+        if not _is_send_exchange(x):
+            continue
+        if anchor is None:
+            at = end + 0.001 * (len(placed) + 1)
+        else:
+            at = anchor[1] + max(0.0, x.started_at - anchor[0])
+        span = max(0.0, x.finished_at - x.started_at)
+        placed.append(replace(x, started_at=at, finished_at=at + span))
+    return sorted([*kept, *placed], key=lambda x: x.started_at)

@@ -77,6 +77,12 @@ only with ClientSession(trust_env=True).
     help="Exit 1 when the bot's sends differ from the recording or dedupe fails.",
 )
 @click.option(
+    "--update",
+    is_flag=True,
+    help="With --check: when the bot's sends differ, accept this run's sends as the "
+    "recording (snapshot update, logged in the cassette's history) and exit 0.",
+)
+@click.option(
     "--tolerate-retries",
     is_flag=True,
     help="Pass a webhook the bot answered 200 only on Meta's retry (fails by default).",
@@ -293,6 +299,7 @@ def replay_cmd(
     name: str,
     db: str | None,
     check_: bool,
+    update: bool,
     as_json: bool,
     no_sign: bool,
     bad_signature: bool,
@@ -324,6 +331,14 @@ def replay_cmd(
         "none" if no_sign else "bad" if bad_signature else "valid"
     )
     fields["journal"] = not no_journal
+    exported = is_export_dir(name) or "/" in name  # cassette names never hold a "/"
+    if update and not check_:
+        raise UserError("--update goes with --check: it accepts the sends the check compares")
+    if update and (no_journal or exported):
+        raise UserError(
+            "--update needs the run's journal in the store: drop --no-journal, and replay "
+            "a cassette of the store by name"
+        )
     try:
         config = SandboxConfig(**fields)
     except ConfigError as e:
@@ -344,7 +359,8 @@ def replay_cmd(
             where = f"{config.graph_host}:{config.graph_port}"
             raise UserError(f"cannot listen on {where} or reach the bot: {e.strerror or e}") from e
 
-    if is_export_dir(name) or "/" in name:  # cassette names never hold a "/"
+    updated: int | None = None
+    if exported:
         if config.journal_name:
             raise UserError(
                 "--journal needs a cassette in the store: import the directory "
@@ -354,11 +370,22 @@ def replay_cmd(
     else:
         with open_store(db) as store:
             report = run(store)
+            if update and not report.ok and report.journal is not None:
+                from pseudowa.proxy.sandbox.replay import accept_run
+
+                updated = accept_run(store, name, report.journal)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:
         for line in report.render():
             click.echo(line)
+    if updated is not None:
+        click.echo(
+            f"updated {name}: this run's {updated} sends are now the recording "
+            "(history: check-update)",
+            err=as_json,
+        )
+        return
     if check_ and not report.ok:
         sys.exit(1)
 

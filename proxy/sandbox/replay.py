@@ -19,6 +19,7 @@ from typing import Literal
 from pseudowa.proxy.cassette import check
 from pseudowa.proxy.cassette.check import recorded_send_wamids
 from pseudowa.proxy.cassette.tape import SIGNING_ANNOTATION
+from pseudowa.proxy.cassette.tape import index_exchange
 from pseudowa.proxy.contract import webhooks
 from pseudowa.proxy.contract.matching import graph_version
 from pseudowa.proxy.sandbox.emitter import Delivery
@@ -73,6 +74,17 @@ def unreplayed_note(send: str, code: int | None, message: str) -> str:
         f"recorded {error}{detail} answering {send} was not replayed: no send of this run "
         "matched it, so the bot's handling of it did not run"
     )
+
+
+def accept_run(store: CassetteStore, name: str, journal: str) -> int:
+    """Make the sends of the run kept as `journal` the recording of cassette `name`
+    (snapshot update), logged in its history; returns how many sends it now holds."""
+    recorded = list(store.interactions(name))
+    updated = check.accept_run_sends(recorded, list(store.interactions(journal)))
+    store.replace_interactions(name, [(x, index_exchange(x)) for x in updated])
+    sends = len(check.sends(updated))
+    store.add_history(name, "check-update", {"journal": journal, "sends": sends})
+    return sends
 
 
 def journal_name_for(cassette: str, now: datetime | None = None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from cli_helpers import one_line_error as _one_line_error
 from cli_helpers import seed_greeting as _seed
@@ -303,3 +304,48 @@ def test_replay_help_tells_how_to_use_the_proxy(runner: CliRunner) -> None:
         "pseudowa ca",
     ):
         assert needle in text, needle
+
+
+def test_check_update_accepts_the_run_of_a_cassette_edited_with_add(
+    runner: CliRunner, db: str
+) -> None:
+    """A message added with `mutate add` makes the bot reply where the recording has no
+    reply: --check fails until --check --update accepts this run's sends."""
+    with CassetteStore.open(db) as store:
+        seeds.text_seed(store, "texts", texts=("hi",))
+    graph_port = _free_port()
+    bot = _BotProcess(graph_port)
+    try:
+        made = runner.invoke(cli, _replay_args("texts", db, bot, graph_port, "--journal", "rec"))
+        assert made.exit_code == 0, made.output
+        added = runner.invoke(
+            cli,
+            ["cassette", "mutate", "rec", "--in-place", "--db", db, "add", "text", "--body", "new"],
+        )
+        assert added.exit_code == 0, added.output
+        bot.stop()
+
+        def run(*extra: str) -> Any:
+            nonlocal bot
+            bot = _BotProcess(graph_port)
+            try:
+                return runner.invoke(cli, _replay_args("rec", db, bot, graph_port, *extra))
+            finally:
+                bot.stop()
+
+        failed = run("--check", "--no-journal")
+        assert failed.exit_code == 1, failed.output
+        assert "send not in the recording" in failed.output
+        refused = run("--update", "--no-journal")
+        assert refused.exit_code == 1 and "--update goes with --check" in refused.output
+        updated = run("--check", "--update")
+        assert updated.exit_code == 0, updated.output
+        assert "updated rec: this run's" in updated.output
+        passed = run("--check", "--no-journal")
+        assert passed.exit_code == 0, passed.output
+        assert "check: OK" in passed.output
+        with CassetteStore.open(db) as store:
+            history = [h.operation for h in store.history("rec")]
+        assert history[-1] == "check-update"
+    finally:
+        bot.stop()
