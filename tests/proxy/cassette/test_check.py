@@ -202,3 +202,23 @@ def test_diff_keeps_its_markers_across_line_separators() -> None:
     assert body == ['-    "body": "a"', '+    "body": "one\\u2028two\\u2029three\\u0085four"']
     # Every line of the diff is a diff line (indented) or the send's heading.
     assert all(line.startswith(("~ ", "    ")) for line in lines)
+
+
+def test_accepting_the_run_replaces_the_recorded_sends_and_keeps_the_rest() -> None:
+    recorded = [webhook("wamid.A", 10, 11), text("old", 10.5), webhook("wamid.B", 20, 21)]
+    # The run at --speed 0: another clock, the same webhook bodies.
+    run = [
+        webhook("wamid.A", 1000, 1000.2),
+        text("new", 1000.1),
+        webhook("wamid.B", 1000.3, 1000.4),
+        text("another", 1000.35),
+    ]
+    updated = check.accept_run_sends(recorded, run)
+    assert [(x.kind, x.started_at) for x in updated] == [
+        ("webhook", 10),
+        ("graph", 10 + (1000.1 - 1000)),
+        ("webhook", 20),
+        ("graph", 20 + (1000.35 - 1000.3)),
+    ]
+    assert check.compare(updated, run).ok
+    assert not check.compare(recorded, run).ok

@@ -116,6 +116,29 @@ async def test_changed_reply_is_shown_as_a_field_diff(harness: Harness) -> None:
     assert "check: DIFFERENT" in text
 
 
+async def test_a_pywa_style_bot_passes_against_a_recording_without_preview_url(
+    harness: Harness,
+) -> None:
+    """pywa always sends `preview_url: false`; the recording's client never did."""
+    recording = await harness.record(seeds.text_seed(harness.store))
+    assert not any(b"preview_url" in x.request_body for x in harness.store.interactions(recording))
+    original = Bot.reply_text
+
+    async def pywa_style(self: Bot, msg: dict[str, Any], text: str) -> None:
+        await self.reply(msg, "text", {"body": text, "preview_url": False})
+
+    Bot.reply_text = pywa_style  # type: ignore[method-assign]
+    try:
+        report = await harness.replay(recording)
+    finally:
+        Bot.reply_text = original  # type: ignore[method-assign]
+    texts = [r for r in harness.bot.replies if r["type"] == "text"]
+    assert texts and all(r["text"]["preview_url"] is False for r in texts)
+    assert report.ok, "\n".join(report.render())
+    # Answered from the recording by shape: the recorded statuses came back.
+    assert {s["status"] for s in harness.bot.statuses} == {"sent", "delivered", "read"}
+
+
 async def test_failed_statuses_reach_the_bot_with_their_code(harness: Harness) -> None:
     seed = seeds.text_seed(harness.store, texts=("hi",))
     await harness.replay(seed, fail_status_rate=1.0, fail_status_code=131047)
