@@ -109,7 +109,16 @@ async def test_at_speed_zero_a_bot_refusing_bad_signatures_ends_in_seconds() -> 
 def test_every_replay_option_is_a_config_field_of_the_same_name() -> None:
     fields = {f.name for f in dataclasses.fields(SandboxConfig)}
     # Options that are not sandbox settings: what to replay and how to report it.
-    front_end = {"name", "db", "check_", "as_json", "no_sign", "bad_signature", "no_journal"}
+    front_end = {
+        "name",
+        "db",
+        "check_",
+        "as_json",
+        "no_sign",
+        "bad_signature",
+        "no_journal",
+        "update",
+    }
     params = {p.name for p in replay_cmd.params} - front_end
     assert params <= fields, params - fields
     for p in replay_cmd.params:
