@@ -71,6 +71,8 @@ class RefusedSend:
     def describe(self) -> str:
         """One line: what was sent and the error it got."""
         code = f" (#{self.code})" if self.code is not None else ""
+        if code and self.message.startswith(code.strip()):
+            code = ""  # Meta's messages often start with "(#130429)" already
         return f"{self.summary} refused: HTTP {self.status}{code} {self.message}".rstrip()
 
 

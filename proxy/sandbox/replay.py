@@ -217,10 +217,9 @@ class ReplayReport:
         lines = [
             f"replayed {self.cassette}: {w['delivered']} webhooks delivered, {w['dropped']} dropped, "
             f"{w['attempts']} attempts, {self.statuses_emitted} status webhooks emitted",
-            f"bot sends: {c.run_sends} now"
-            + (f" ({len(c.refused)} refused)" if c.refused else "")
-            + f", {c.recorded_sends} recorded"
-            + (" (same sends, different order)" if c.reordered else ""),
+            f"bot sends: {c.run_sends} now, {c.recorded_sends} recorded"
+            + (" (same sends, different order)" if c.reordered else "")
+            + (f"; {len(c.refused)} refused by the Graph API" if c.refused else ""),
         ]
         for r in c.refused:
             lines.append(f"  refused: {r.describe()}")

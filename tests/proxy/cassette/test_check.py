@@ -184,7 +184,7 @@ def test_refused_sends_are_listed_with_their_error() -> None:
     )
     result = check.compare([], [text("ok", 0), refused, broken])
     assert [r.describe() for r in result.refused] == [
-        f"text to {USER} refused: HTTP 400 (#130429) (#130429) Rate limit hit",
+        f"text to {USER} refused: HTTP 400 (#130429) Rate limit hit",
         "invalid send refused: HTTP 400 (#100) Invalid parameter",
     ]
     assert result.to_json()["refused"][1] == {

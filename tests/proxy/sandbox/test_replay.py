@@ -212,7 +212,9 @@ async def test_strict_mode_reports_unmatched_sends(harness: Harness) -> None:
     assert any(code == 100 for code in harness.bot.reply_errors)
     # The refused send is visible, with Meta's error code.
     text = "\n".join(report.render())
-    assert "now (2 refused)" in text and "refused: text to " in text and "(#100)" in text
+    assert (
+        "; 2 refused by the Graph API" in text and "refused: text to " in text and "(#100)" in text
+    )
     assert report.to_json()["check"]["refused"][0]["code"] == 100
     assert any(line.startswith("  refused: ") for line in report.problems)
 
