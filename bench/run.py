@@ -480,7 +480,7 @@ def make_webhooks(n: int) -> list[bytes]:
 
 
 async def _emit(url: str, bodies: list[bytes], concurrency: int) -> tuple[object, float]:
-    from pseudowa.proxy.sandbox.emitter import Delivery
+    from pseudowa.proxy.sandbox.deliveries import Delivery
     from pseudowa.proxy.sandbox.emitter import Emitter
     from pseudowa.proxy.sandbox.emitter import EmitterConfig
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from pseudowa.proxy.errors import UserError
     from pseudowa.proxy.errors import VerifyFailed
     from pseudowa.proxy.sandbox.config import SandboxConfig
-    from pseudowa.proxy.sandbox.emitter import Outcome
+    from pseudowa.proxy.sandbox.deliveries import Outcome
     from pseudowa.proxy.sandbox.replay import ReplayReport
     from pseudowa.proxy.sandbox.sandbox import Sandbox
     from pseudowa.proxy.sandbox.sandbox import replay
@@ -47,7 +47,7 @@ _EXPORTS = {
     "User": "pseudowa.proxy.sandbox.users",
     "Reply": "pseudowa.proxy.sandbox.users",
     "ReplayReport": "pseudowa.proxy.sandbox.replay",
-    "Outcome": "pseudowa.proxy.sandbox.emitter",
+    "Outcome": "pseudowa.proxy.sandbox.deliveries",
     "CheckResult": "pseudowa.proxy.cassette.check",
     "CassetteStore": "pseudowa.storage.store",
     "UserError": "pseudowa.proxy.errors",

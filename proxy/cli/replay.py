@@ -174,7 +174,8 @@ only with ClientSession(trust_env=True).
     default=_DEFAULTS.retry_time_scale,
     type=click.FloatRange(min=0, min_open=True),
     metavar="F",
-    help="Compress Meta's 7-day retry schedule (0.0001: about a minute).",
+    help="Compress Meta's 7-day retry schedule (default: follow --speed; at --speed 0 the "
+    "7 days pass in about 3 s; 1: Meta's timing; 0.0001: about a minute).",
 )
 @click.option(
     "--timeout-s",
@@ -345,11 +346,22 @@ def replay_cmd(
         raise ConfigError(_as_options(str(e))) from e
     progress = not as_json and sys.stderr.isatty()
     on_attempt = _show_attempt if progress else None
+    on_progress = _ProgressLine(
+        sys.stderr.isatty() and not as_json,
+        config.emitter_config().retry.describe(config.timeout_s),
+    )
 
     def run(store: Any) -> Any:
         try:
             return asyncio.run(
-                replay(name, config, store=store, on_attempt=on_attempt, on_line=_note)
+                replay(
+                    name,
+                    config,
+                    store=store,
+                    on_attempt=on_attempt,
+                    on_line=_note,
+                    on_progress=on_progress,
+                )
             )
         except VerifyFailed as e:
             raise VerifyFailed(f"{e} (use --skip-verify to bypass)") from e
@@ -398,6 +410,32 @@ def _as_options(message: str) -> str:
         )
         message = re.sub(rf"\b{f.name}\b", option, message)
     return message
+
+
+class _ProgressLine:
+    """Where the webhooks stand while retries are pending: one line redrawn on a terminal,
+    plain lines otherwise (a CI log), so a long wait is never silent. The first failed
+    attempt starts the waiting: it is announced with the worst case of Meta's schedule."""
+
+    def __init__(self, redraw: bool, worst_case: str) -> None:
+        self.redraw = redraw
+        self.worst_case = worst_case
+        self.started = False
+        self.shown = False
+
+    def __call__(self, progress: Any) -> None:
+        if not self.started:
+            self.started = True
+            click.echo(f"  {self.worst_case}", err=True)
+        line = f"  waiting: {progress.line()}"
+        if self.redraw:
+            click.echo(f"\r\x1b[K{line}", err=True, nl=False)
+            self.shown = True
+            if not progress.retrying:
+                click.echo("", err=True)  # settled: keep the last line
+                self.shown = False
+        else:
+            click.echo(line, err=True)
 
 
 def _show_attempt(attempt: Any, outcome: Any) -> None:

@@ -23,8 +23,8 @@ from pseudowa.proxy.examples.example_bot import BOT_KEY
 from pseudowa.proxy.examples.example_bot import BotConfig
 from pseudowa.proxy.examples.example_bot import make_app
 from pseudowa.proxy.sandbox.config import SandboxConfig
-from pseudowa.proxy.sandbox.emitter import Attempt
-from pseudowa.proxy.sandbox.emitter import Outcome
+from pseudowa.proxy.sandbox.deliveries import Attempt
+from pseudowa.proxy.sandbox.deliveries import Outcome
 from pseudowa.proxy.sandbox.replay import ReplayReport
 from pseudowa.proxy.sandbox.sandbox import Sandbox
 from pseudowa.storage.export import import_cassette

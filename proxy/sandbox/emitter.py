@@ -43,9 +43,6 @@ from pseudowa.proxy.sandbox.journal import Journal
 from pseudowa.storage.records import Exchange
 from pseudowa.storage.records import Kind
 
-# The records live in deliveries.py; they are imported from here as well.
-__all__ = ["Attempt", "Delivery", "Emitter", "EmitterConfig", "Outcome", "Progress"]
-
 logger = logging.getLogger(__name__)
 
 

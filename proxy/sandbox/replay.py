@@ -22,8 +22,8 @@ from pseudowa.proxy.cassette.tape import SIGNING_ANNOTATION
 from pseudowa.proxy.cassette.tape import index_exchange
 from pseudowa.proxy.contract import webhooks
 from pseudowa.proxy.contract.matching import graph_version
-from pseudowa.proxy.sandbox.emitter import Delivery
-from pseudowa.proxy.sandbox.emitter import Outcome
+from pseudowa.proxy.sandbox.deliveries import Delivery
+from pseudowa.proxy.sandbox.deliveries import Outcome
 from pseudowa.storage.records import Exchange
 from pseudowa.storage.store import CassetteStore
 

@@ -38,9 +38,10 @@ from pseudowa.proxy.mitm.runner import check_free
 from pseudowa.proxy.mitm.runner import show_host
 from pseudowa.proxy.mitm.thread import ProxyThread
 from pseudowa.proxy.sandbox.config import SandboxConfig
-from pseudowa.proxy.sandbox.emitter import Attempt
+from pseudowa.proxy.sandbox.deliveries import Attempt
+from pseudowa.proxy.sandbox.deliveries import Outcome
+from pseudowa.proxy.sandbox.deliveries import Progress
 from pseudowa.proxy.sandbox.emitter import Emitter
-from pseudowa.proxy.sandbox.emitter import Outcome
 from pseudowa.proxy.sandbox.graph import FakeGraph
 from pseudowa.proxy.sandbox.journal import Journal
 from pseudowa.proxy.sandbox.media import RunMedia
@@ -64,6 +65,7 @@ logger = logging.getLogger(__name__)
 
 OnAttempt = Callable[[Attempt, Outcome], None]
 OnLine = Callable[[str], None]
+OnProgress = Callable[[Progress], None]
 _WILDCARD_HOSTS = ("0.0.0.0", "::")
 
 
@@ -77,9 +79,11 @@ class Sandbox:
         store: CassetteStore | None = None,
         on_attempt: OnAttempt | None = None,
         on_line: OnLine | None = None,
+        on_progress: OnProgress | None = None,
     ) -> None:
         """`store` overrides `config.db` (and is not closed by the sandbox); `on_attempt`
-        sees every webhook POST; `on_line` gets the proxy's banner and mitmproxy's warnings."""
+        sees every webhook POST; `on_line` gets the proxy's banner and mitmproxy's warnings;
+        `on_progress` is told where deliveries stand whenever a retry is due or settles."""
         self.config = config or SandboxConfig()
         self.store = store
         self._owns_store = False
@@ -87,7 +91,10 @@ class Sandbox:
         self._on_attempt = on_attempt
         self._on_line = on_line
         self.emitter = Emitter(
-            self.config.emitter_config(), journal=self.journal, on_attempt=on_attempt
+            self.config.emitter_config(),
+            journal=self.journal,
+            on_attempt=on_attempt,
+            on_progress=on_progress,
         )
         self.relay = StatusRelay(
             self.emitter,
@@ -466,6 +473,7 @@ async def replay(
     check: bool = True,
     on_attempt: OnAttempt | None = None,
     on_line: OnLine | None = None,
+    on_progress: OnProgress | None = None,
 ) -> ReplayReport:
     """One replay run in a sandbox of its own: start it, connect `config.bot_url` (verify
     handshake), replay `cassette`, stop. What `pseudowa replay` does."""
@@ -474,5 +482,7 @@ async def replay(
         raise ConfigError("replay needs the bot's webhook URL (bot_url)")
     if store is not None and not is_export_dir(str(cassette)) and "/" not in str(cassette):
         store.get_cassette(str(cassette))  # an unknown name fails here, before any port opens
-    async with Sandbox(config, store=store, on_attempt=on_attempt, on_line=on_line) as sb:
+    async with Sandbox(
+        config, store=store, on_attempt=on_attempt, on_line=on_line, on_progress=on_progress
+    ) as sb:
         return await sb.replay(cassette, check=check)

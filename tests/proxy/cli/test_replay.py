@@ -349,3 +349,29 @@ def test_check_update_accepts_the_run_of_a_cassette_edited_with_add(
         assert history[-1] == "check-update"
     finally:
         bot.stop()
+
+
+def test_a_failing_bot_is_retried_in_seconds_at_speed_0_with_progress(
+    runner: CliRunner, db: str
+) -> None:
+    """--bad-signature: every POST is refused, retried on Meta's schedule compressed by
+    --speed 0; the wait is announced with its worst case and followed line by line."""
+    import time
+
+    with CassetteStore.open(db) as store:
+        seeds.text_seed(store, "texts", texts=("hi",))
+    bot = _BotProcess(_free_port())
+    try:
+        started = time.monotonic()
+        result = runner.invoke(
+            cli, _replay_args("texts", db, bot, 0, "--bad-signature", "--check", "--no-journal")
+        )
+        took = time.monotonic() - started
+    finally:
+        bot.stop()
+    assert result.exit_code == 1, result.output
+    assert took < 30, took  # not Meta's seven days
+    out = result.output
+    assert "retries: a webhook the bot never accepts is dropped after 17 attempts" in out
+    assert "waiting: " in out and "to retry" in out
+    assert "never delivered (retries exhausted)" in out

@@ -33,7 +33,7 @@ from pseudowa.proxy.errors import UserError
 from pseudowa.proxy.mitm.record import Listeners
 from pseudowa.proxy.mitm.record import RecordOptions
 from pseudowa.proxy.mitm.record import record
-from pseudowa.proxy.sandbox.emitter import Delivery
+from pseudowa.proxy.sandbox.deliveries import Delivery
 from pseudowa.proxy.sandbox.emitter import Emitter
 from pseudowa.proxy.sandbox.emitter import EmitterConfig
 from pseudowa.proxy.sandbox.graph import FakeGraph

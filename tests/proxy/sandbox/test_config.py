@@ -14,7 +14,7 @@ from pseudowa.proxy.cli.replay import replay_cmd
 from pseudowa.proxy.errors import ConfigError
 from pseudowa.proxy.errors import UserError
 from pseudowa.proxy.sandbox.config import SandboxConfig
-from pseudowa.proxy.sandbox.emitter import Delivery
+from pseudowa.proxy.sandbox.deliveries import Delivery
 from pseudowa.proxy.sandbox.emitter import Emitter
 
 

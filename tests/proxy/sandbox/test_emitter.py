@@ -24,10 +24,10 @@ from pseudowa.proxy.contract import webhooks
 from pseudowa.proxy.contract.retries import RetryPolicy
 from pseudowa.proxy.contract.webhooks import BusinessAccount
 from pseudowa.proxy.errors import VerifyFailed
-from pseudowa.proxy.sandbox.emitter import Delivery
+from pseudowa.proxy.sandbox.deliveries import Delivery
+from pseudowa.proxy.sandbox.deliveries import Progress
 from pseudowa.proxy.sandbox.emitter import Emitter
 from pseudowa.proxy.sandbox.emitter import EmitterConfig
-from pseudowa.proxy.sandbox.emitter import Progress
 from pseudowa.proxy.sandbox.journal import Journal
 from pseudowa.storage.records import EventData
 from pseudowa.storage.records import Exchange
