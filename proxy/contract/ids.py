@@ -33,10 +33,15 @@ _URLSAFE = bytes.maketrans(b"+/", b"-_")
 _WAMID_MAGIC = b"\x1c\x18"
 
 
+def wa_id_of(number: str) -> str:
+    """A phone number as WhatsApp ids it: its digits only (`+1 650-555-1234` -> `16505551234`)."""
+    return "".join(ch for ch in number if ch.isdigit())
+
+
 @functools.lru_cache(maxsize=1024)
 def _wamid_head(recipient: str) -> bytes:
     """The part of a wamid before its random id: it only depends on the recipient."""
-    digits = "".join(ch for ch in recipient if ch.isdigit()).encode()
+    digits = wa_id_of(recipient).encode()
     return _WAMID_MAGIC + bytes([len(digits)]) + digits + b"\x15\x02\x00\x11\x18\x12"
 
 

@@ -14,6 +14,7 @@ from .errors import GraphError
 from .errors import bad_value
 from .errors import invalid_parameter
 from .errors import missing_parameter
+from .ids import wa_id_of
 from .webhooks import MEDIA_TYPES
 
 SEND_TYPES = (
@@ -117,7 +118,7 @@ def parse_send(raw: bytes) -> SendRequest | MarkRead:
     to = body.get("to")
     if to is None or to == "":
         raise missing_parameter("to")
-    wa_id = "".join(ch for ch in str(to) if ch.isdigit())
+    wa_id = wa_id_of(str(to))
     if not isinstance(to, str) or not wa_id or len(wa_id) > 20:
         raise bad_value(f"The parameter to has an invalid phone number: {to!r}.")
     rtype = body.get("recipient_type", "individual")

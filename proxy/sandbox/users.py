@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ from typing import Any
 
 from pseudowa.proxy.contract import webhooks
 from pseudowa.proxy.contract.ids import new_wamid
+from pseudowa.proxy.contract.ids import wa_id_of
 from pseudowa.proxy.contract.outbound import SendRequest
 from pseudowa.proxy.errors import ConfigError
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from pseudowa.proxy.sandbox.sandbox import Sandbox
 
 MediaSource = str | Path | bytes
-_NOT_DIGITS = re.compile(r"\D")
 # Magic numbers of the formats users send most, for bytes given without a type.
 _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
@@ -49,8 +48,8 @@ _DEFAULT_MIME = {
 
 
 def digits(phone: str) -> str:
-    """A phone number as WhatsApp ids it: digits only (`+1 650-555-1234` -> `16505551234`)."""
-    wa_id = _NOT_DIGITS.sub("", phone)
+    """A simulated user's phone number as WhatsApp ids it (ConfigError when it has no digit)."""
+    wa_id = wa_id_of(phone)
     if not wa_id:
         raise ConfigError(f"not a phone number: {phone!r}")
     return wa_id

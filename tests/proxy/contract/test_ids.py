@@ -122,3 +122,10 @@ def test_sha256_hex_to_b64_is_the_webhook_form() -> None:
     assert sha256_hex(sha256_hex_to_b64(digest.hexdigest())) == digest.hexdigest()
     with pytest.raises(ValueError):
         sha256_hex_to_b64("not hex")
+
+
+def test_a_phone_number_is_its_digits_as_a_wa_id() -> None:
+    from pseudowa.proxy.contract.ids import wa_id_of
+
+    assert wa_id_of("+1 (650) 555-1234") == "16505551234"
+    assert wa_id_of("alice") == ""
