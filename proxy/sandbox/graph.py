@@ -73,7 +73,8 @@ CLIENT_MAX_SIZE = 8 << 20
 # One secret per process: URLs handed out by one fake stay valid for another fake of
 # the same process (e.g. a restarted server in a test), never across processes.
 _PROCESS_URL_SECRET = secrets.token_bytes(32)
-_WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+# Addresses meaning "every interface", and where a client on this machine reaches them.
+_LOOPBACK = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "[::1]"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -216,6 +217,7 @@ class FakeGraph:
         self.unmatched: list[UnmatchedSend] = []
         self.media = MediaRoutes(self)
         self.base_url: str | None = None  # set by start()
+        self.local_url: str | None = None  # the same, on loopback when bound to every interface
         self.in_flight = 0  # requests being served now
         self.last_activity = time.monotonic()  # when a request last started or ended
         self._recordings = Recordings()
@@ -292,6 +294,9 @@ class FakeGraph:
         bound_port = runner.addresses[0][1]
         shown = f"[{host}]" if ":" in host else host
         self.base_url = f"http://{shown}:{bound_port}"
+        # Every interface is no address to reach it at: a local client uses loopback.
+        local = _LOOPBACK.get(host, shown)
+        self.local_url = f"http://{local}:{bound_port}" if local != shown else None
         return self.base_url
 
     async def stop(self) -> None:
@@ -505,10 +510,8 @@ class FakeGraph:
         """Where download URLs point: `public_base_url`, this server, or the bot's host."""
         if self.config.public_base_url:
             return self.config.public_base_url.rstrip("/")
-        if self.base_url is not None and self._runner is not None:
-            host = self.base_url.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
-            if host not in _WILDCARD_HOSTS:
-                return self.base_url
+        if self.base_url is not None and self._runner is not None and self.local_url is None:
+            return self.base_url
         # Not started by us, or bound to every interface: the address the bot used.
         return f"{request.scheme}://{request.host}"
 

@@ -34,8 +34,8 @@ from pseudowa.proxy.contract.outbound import MarkRead
 from pseudowa.proxy.contract.outbound import SendRequest
 from pseudowa.proxy.errors import ConfigError
 from pseudowa.proxy.errors import ListenError
+from pseudowa.proxy.mitm.runner import cannot_listen
 from pseudowa.proxy.mitm.runner import check_free
-from pseudowa.proxy.mitm.runner import show_host
 from pseudowa.proxy.mitm.thread import ProxyThread
 from pseudowa.proxy.sandbox.config import SandboxConfig
 from pseudowa.proxy.sandbox.deliveries import Attempt
@@ -66,7 +66,6 @@ logger = logging.getLogger(__name__)
 OnAttempt = Callable[[Attempt, Outcome], None]
 OnLine = Callable[[str], None]
 OnProgress = Callable[[Progress], None]
-_WILDCARD_HOSTS = ("0.0.0.0", "::")
 
 
 class Sandbox:
@@ -149,12 +148,12 @@ class Sandbox:
             try:
                 self._graph_url = await self.graph.start(config.graph_host, config.graph_port)
             except OSError as e:
-                where = f"{show_host(config.graph_host)}:{config.graph_port}"
+                why = e.strerror or str(e)
                 raise ListenError(
-                    f"cannot listen on {where} for the fake Graph API: {e.strerror or e}"
+                    cannot_listen(config.graph_host, config.graph_port, "graph", why)
                 ) from e
             if config.proxy_port is not None:
-                await self._start_proxy(self._graph_url)
+                await self._start_proxy()
             self.emitter.start()
             # The handshake waits for the first delivery or replay: the bot may start later.
             self.emitter.config.bot_url = config.bot_url or ""
@@ -425,13 +424,10 @@ class Sandbox:
 
     # -- the redirecting proxy -----------------------------------------------------------------
 
-    async def _start_proxy(self, graph_url: str) -> None:
+    async def _start_proxy(self) -> None:
         assert self.config.proxy_port is not None
         # The fake may listen on every interface; the proxy reaches it on loopback.
-        host = graph_url.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
-        if host in _WILDCARD_HOSTS:
-            loopback = "127.0.0.1" if host == "0.0.0.0" else "[::1]"
-            graph_url = graph_url.replace(show_host(host), loopback, 1)
+        graph_url = self.graph.local_url or self.graph_url
         self._redirect = Redirect()
         self._proxy = ProxyThread(
             host=self.config.graph_host,

@@ -784,3 +784,21 @@ async def test_activity_counts_the_requests_being_served(
     async with http.get(f"{base}/no/such/route", headers=AUTH) as resp:
         assert resp.status == 400
     assert graph.in_flight == 0 and graph.last_activity > before
+
+
+async def test_bound_to_every_interface_it_is_reached_on_loopback(
+    http: aiohttp.ClientSession,
+) -> None:
+    graph = FakeGraph(GraphConfig(access_token=TOKEN))
+    base = await graph.start("0.0.0.0", 0)
+    try:
+        port = base.rsplit(":", 1)[1]
+        assert base == f"http://0.0.0.0:{port}" and graph.local_url == f"http://127.0.0.1:{port}"
+        status, _, answer = await send(http, graph.local_url, text("hi"))
+        assert status == 200 and answer["messages"][0]["id"].startswith("wamid.")
+    finally:
+        await graph.stop()
+    loopback = FakeGraph(GraphConfig(access_token=TOKEN))
+    await loopback.start("127.0.0.1", 0)
+    assert loopback.local_url is None  # its base URL already is reachable
+    await loopback.stop()
