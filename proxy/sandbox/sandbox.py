@@ -278,6 +278,21 @@ class Sandbox:
         self._sent.clear()
         await asyncio.wait_for(self._sent.wait(), timeout)
 
+    async def sends_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Wait, send by send of the bot's, until `done()` holds or `timeout` passes;
+        whether it holds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not done():
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            try:
+                await self.wait_for_send(left)
+            except TimeoutError:
+                pass
+        return True
+
     # -- replay -------------------------------------------------------------------------------
 
     async def replay(
@@ -383,19 +398,26 @@ class Sandbox:
     # -- saving a live session ---------------------------------------------------------------
 
     async def save_session(
-        self, name: str, *, store: CassetteStore | None = None, notes: str = ""
+        self,
+        name: str,
+        *,
+        store: CassetteStore | None = None,
+        notes: str = "",
+        append: bool = False,
     ) -> CassetteInfo:
         """Keep the live session so far (every webhook, Graph call and download, and the
         media users sent or the bot uploaded) as cassette `name`, replayable like a recording.
 
-        Raises CassetteExists when the name is taken; `store` defaults to the sandbox's."""
+        Raises CassetteExists when the name is taken, unless `append`: then the session is
+        added after the exchanges cassette `name` already holds (a new episode). `store`
+        defaults to the sandbox's."""
         target = store or self.store
         if target is None:
             raise ConfigError("saving a session needs a store: give db=... or store=...")
         exchanges = list(self.journal.exchanges)
         media = [*self.graph.media.received.values(), *self.graph.media.uploads.values()]
         blobs = [(m, await self.graph.media.read(m)) for m in media]
-        await asyncio.to_thread(self._write_session, target, name, exchanges, blobs, notes)
+        await asyncio.to_thread(self._write_session, target, name, exchanges, blobs, notes, append)
         return await asyncio.to_thread(target.get_cassette, name)
 
     def _write_session(
@@ -405,21 +427,26 @@ class Sandbox:
         exchanges: list[Exchange],
         blobs: list[tuple[RunMedia, bytes]],
         notes: str,
+        append: bool,
     ) -> None:
-        store.create_cassette(
-            name,
-            source="sandbox",
-            notes=notes or "a live pseudowa sandbox session",
-            graph_api_version=hosts.DEFAULT_API_VERSION,
-            phone_number_ids=[self.config.phone_number_id],
-        )
+        if append:
+            store.get_cassette(name)  # CassetteNotFound before anything is written
+        else:
+            store.create_cassette(
+                name,
+                source="sandbox",
+                notes=notes or "a live pseudowa sandbox session",
+                graph_api_version=hosts.DEFAULT_API_VERSION,
+                phone_number_ids=[self.config.phone_number_id],
+            )
         try:
             store.append_many(name, [(x, index_exchange(x)) for x in exchanges])
             for media, data in blobs:
                 blob = store.put_media(data, media.mime_type)
                 store.link_media(name, media.media_id, blob.sha256, media.mime_type)
         except BaseException:
-            store.delete_cassette(name)  # no half-saved session
+            if not append:
+                store.delete_cassette(name)  # no half-saved session
             raise
 
     # -- the redirecting proxy -----------------------------------------------------------------

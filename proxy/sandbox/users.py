@@ -242,19 +242,13 @@ class User:
     async def wait_for_replies(self, count: int = 1, timeout: float = 5.0) -> list[Reply]:
         """The next `count` replies of the bot's not yet returned by this method, waiting up
         to `timeout` seconds for them; raises TimeoutError naming what arrived."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while len(self.replies) - self._read < count:
-            left = deadline - loop.time()
-            if left <= 0:
-                got = len(self.replies) - self._read
-                raise TimeoutError(
-                    f"{self.name} ({self.wa_id}) got {got} of {count} replies within {timeout:g} s"
-                )
-            try:
-                await self.sandbox.wait_for_send(left)
-            except TimeoutError:
-                pass
+        if not await self.sandbox.sends_until(
+            lambda: len(self.replies) - self._read >= count, timeout
+        ):
+            got = len(self.replies) - self._read
+            raise TimeoutError(
+                f"{self.name} ({self.wa_id}) got {got} of {count} replies within {timeout:g} s"
+            )
         replies = self.replies[self._read : self._read + count]
         self._read += count
         return replies

@@ -184,28 +184,26 @@ class ThreadedSandbox(_Blocking):
         return self.runner.call(self._assert_replied(_user_of(self, user), contains, timeout))
 
     async def _assert_replied(self, user: User, contains: str | None, timeout: float) -> Any:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            for reply in user.replies:
-                if (
-                    contains is None
-                    or contains in (reply.text or "")
-                    or contains in str(reply.send.body)
-                ):
-                    return reply
-            left = deadline - loop.time()
-            if left <= 0:
-                got = [r.text or r.type for r in user.replies] or "no reply at all"
-                wanted = f" containing {contains!r}" if contains is not None else ""
-                raise AssertionError(
-                    f"the bot sent {user.name} ({user.wa_id}) no reply{wanted} within "
-                    f"{timeout:g} s; it got: {got}"
-                )
-            try:
-                await self._target.wait_for_send(left)
-            except TimeoutError:
-                pass
+        def matching() -> Any:
+            return next(
+                (
+                    r
+                    for r in user.replies
+                    if contains is None
+                    or contains in (r.text or "")
+                    or contains in str(r.send.body)
+                ),
+                None,
+            )
+
+        if await self._target.sends_until(lambda: matching() is not None, timeout):
+            return matching()
+        got = [r.text or r.type for r in user.replies] or "no reply at all"
+        wanted = f" containing {contains!r}" if contains is not None else ""
+        raise AssertionError(
+            f"the bot sent {user.name} ({user.wa_id}) no reply{wanted} within "
+            f"{timeout:g} s; it got: {got}"
+        )
 
     def assert_no_reply(self, user: ThreadedUser | User | str, quiet_s: float = 0.5) -> None:
         """Once the sandbox is quiet for `quiet_s`, the bot has sent `user` nothing."""
