@@ -289,26 +289,12 @@ def _record(sb: ThreadedSandbox, plan: CassettePlan) -> None:
     sb.runner.call(sb.sandbox.idle())
     with tempfile.TemporaryDirectory(prefix="pseudowa-record-") as tmp:
         with CassetteStore.open(f"sqlite:///{Path(tmp) / 'record.db'}") as scratch:
-            if plan.mode is RecordMode.NEW and is_export_dir(str(plan.directory)):
+            append = plan.mode is RecordMode.NEW and is_export_dir(str(plan.directory))
+            if append:
                 import_cassette(scratch, plan.directory, plan.name, index_events=index_exchange)
-                _append_session(sb, scratch, plan.name)
-            else:
-                sb.runner.call(
-                    sb.sandbox.save_session(
-                        plan.name, store=scratch, notes=f"recorded by {plan.name}"
-                    )
+            sb.runner.call(
+                sb.sandbox.save_session(
+                    plan.name, store=scratch, notes=f"recorded by {plan.name}", append=append
                 )
+            )
             export_cassette(scratch, plan.name, plan.directory)
-
-
-def _append_session(sb: ThreadedSandbox, store: CassetteStore, name: str) -> None:
-    """The live session's exchanges after those of cassette `name` (its media linked too)."""
-    from pseudowa.proxy.cassette.tape import index_exchange
-
-    episode = f"{name}.episode"
-    sb.runner.call(sb.sandbox.save_session(episode, store=store))
-    exchanges = list(store.interactions(episode))
-    store.append_many(name, [(x, index_exchange(x)) for x in exchanges])
-    for link in store.list_media(episode):
-        store.link_media(name, link.media_id, link.sha256, link.mime_type)
-    store.delete_cassette(episode)

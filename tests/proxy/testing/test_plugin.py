@@ -307,3 +307,29 @@ def test_a_flask_style_sync_bot_works_with_the_same_fixtures(pytester: pytest.Py
     result = _run(pytester, f"--pseudowa-cassettes={SAMPLES}")
     result.assert_outcomes(passed=2)
     _no_leaks(pytester)
+
+
+def test_record_new_appends_the_session_to_an_existing_cassette(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_greeting="""
+import pytest
+
+@pytest.mark.pseudowa(cassette="greeting")
+def test_greeting(pseudowa_sandbox, pseudowa_example_bot):
+    alice = pseudowa_sandbox.user("16505551234", name="Alice")
+    alice.send_text("hi")
+    alice.wait_for_replies(1, timeout=5)
+"""
+    )
+    cassette = pytester.path / "tests" / "cassettes" / "greeting" / "cassette.json"
+    _run(pytester, "--pseudowa-record=once").assert_outcomes(passed=1)
+    first = json.loads(cassette.read_text())["interactions"]
+    _run(pytester, "--pseudowa-record=new").assert_outcomes(passed=1)  # replays, then appends
+    second = json.loads(cassette.read_text())["interactions"]
+    assert len(second) > len(first)
+    bodies = [x["request"]["body"] for x in second if x["kind"] == "webhook"]
+    assert sum("hi" in json.dumps(b) for b in bodies) >= 2  # the first episode and the new one
+    _run(pytester, "--pseudowa-record=none").assert_outcomes(passed=1)  # still replays clean
+    _no_leaks(pytester)
