@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -27,14 +28,24 @@ def _listening(url: str) -> bool:
 
 
 @pytest.fixture
-def sb() -> ThreadedSandbox:
+def sb() -> Iterator[ThreadedSandbox]:
     sandbox = ThreadedSandbox.start(SandboxConfig(speed=0, quiet_s=0.2))
-    bot = ExampleBot.for_sandbox(sandbox.sandbox)
-    sandbox.runner.call(bot.start())
-    sandbox.connect_bot(bot.url)
     yield sandbox
-    sandbox.runner.call(bot.stop())
     sandbox.close()
+
+
+@pytest.fixture(autouse=True)
+def bot(request: pytest.FixtureRequest) -> Iterator[ExampleBot | None]:
+    """The example bot, connected, for every test that uses the `sb` sandbox."""
+    if "sb" not in request.fixturenames:
+        yield None
+        return
+    sandbox: ThreadedSandbox = request.getfixturevalue("sb")
+    example = ExampleBot.for_sandbox(sandbox.sandbox)
+    sandbox.runner.call(example.start())
+    sandbox.connect_bot(example.url)
+    yield example
+    sandbox.runner.call(example.stop())
 
 
 def test_close_leaves_no_thread_and_no_port() -> None:
@@ -77,14 +88,25 @@ def test_failed_assertions_say_what_the_user_got(sb: ThreadedSandbox) -> None:
         sb.assert_no_reply(alice, quiet_s=0.2)
 
 
-def test_a_redelivered_message_must_be_answered_once(sb: ThreadedSandbox) -> None:
+class Forgetful(set[str]):
+    def __contains__(self, item: object) -> bool:
+        return False
+
+
+def test_a_redelivered_message_must_be_answered_once(
+    sb: ThreadedSandbox, bot: ExampleBot | None
+) -> None:
     alice = sb.user("16505551234", name="Alice")
     wamid = alice.send_text("hi")
     sb.assert_replied(alice)
     sb.redeliver(wamid)
     sb.assert_deduplicated(wamid)
-    # The example bot dedupes; a second reply to the same message fails the check.
-    sb.sandbox.sends.append(sb.sandbox.sends[-1])
+    # A bot that forgets what it saw answers the second delivery too: the check fails.
+    assert bot is not None
+    bot.state.seen = Forgetful()
+    wamid = alice.send_text("again")
+    sb.assert_replied(alice, contains="echo: again")
+    sb.redeliver(wamid)
     with pytest.raises(AssertionError, match=rf"failed dedupe: {wamid} delivered 2 times"):
         sb.assert_deduplicated(wamid)
 
